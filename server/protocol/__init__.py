@@ -1,0 +1,56 @@
+"""The sans-I/O IRC codec shared by the server, the GUI and the load tests.
+
+Standard library only: no sockets, threads or clocks. Modules:
+
+* :mod:`.message`  -- the message model, ``parse`` and formatting, tag escaping
+* :mod:`.framing`  -- the stream ``Decoder`` and every input limit
+* :mod:`.errors`   -- ``LocalProtocolError`` / ``RemoteProtocolError`` and kin
+* :mod:`.casemap`  -- casemapping, nick and channel validation
+* :mod:`.hostmask` -- ``nick!user@host`` splitting, wildcard masks, hostnames
+* :mod:`.numerics` -- numeric replies by their Modern IRC names
+"""
+
+from __future__ import annotations
+
+from . import numerics
+from .casemap import casefold, is_channel, is_valid_channel, is_valid_nick, is_valid_user
+from .errors import (
+    InputTooLong,
+    InvalidUtf8,
+    LocalProtocolError,
+    MalformedMessage,
+    ProtocolError,
+    RemoteProtocolError,
+)
+from .framing import MAX_BODY, MAX_TAGS, Decoder
+from .hostmask import Hostmask, is_valid_hostname, mask_match, normalize_mask, split_userhost
+from .message import Message, build, escape_tag_value, format_tags, parse, unescape_tag_value
+
+__all__ = [
+    "numerics",
+    "casefold",
+    "is_channel",
+    "is_valid_channel",
+    "is_valid_nick",
+    "is_valid_user",
+    "InputTooLong",
+    "InvalidUtf8",
+    "LocalProtocolError",
+    "MalformedMessage",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "MAX_BODY",
+    "MAX_TAGS",
+    "Decoder",
+    "Hostmask",
+    "is_valid_hostname",
+    "mask_match",
+    "normalize_mask",
+    "split_userhost",
+    "Message",
+    "build",
+    "escape_tag_value",
+    "format_tags",
+    "parse",
+    "unescape_tag_value",
+]
