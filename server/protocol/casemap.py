@@ -12,9 +12,9 @@ import re
 __all__ = [
     "CASEMAPPINGS",
     "casefold",
-    "is_valid_nick",
-    "is_valid_channel",
     "is_channel",
+    "is_valid_channel",
+    "is_valid_nick",
     "is_valid_user",
 ]
 

@@ -16,12 +16,12 @@ if TYPE_CHECKING:
     from .message import Message
 
 __all__ = [
-    "ProtocolError",
-    "LocalProtocolError",
-    "RemoteProtocolError",
     "InputTooLong",
     "InvalidUtf8",
+    "LocalProtocolError",
     "MalformedMessage",
+    "ProtocolError",
+    "RemoteProtocolError",
 ]
 
 _STANDARD_REPLIES = frozenset({"FAIL", "WARN", "NOTE"})

@@ -3,7 +3,7 @@
 This is the one place where line limits and odd input are decided:
 
 * lines end in CRLF or a bare LF (a lone CR before LF is dropped); empty lines
-  are skipped;
+  are skipped; a NUL, or a CR anywhere else, makes the line malformed;
 * the message body (everything after the tag section) may take ``max_body``
   bytes including the CRLF (512, RFC 1459); the tag section, its '@' and the
   space after it, ``max_tags`` bytes (8191, IRCv3 message-tags);
@@ -22,7 +22,7 @@ from __future__ import annotations
 from .errors import InputTooLong, InvalidUtf8, MalformedMessage, RemoteProtocolError
 from .message import Message, parse
 
-__all__ = ["Decoder", "MAX_BODY", "MAX_TAGS"]
+__all__ = ["MAX_BODY", "MAX_TAGS", "Decoder"]
 
 MAX_BODY = 512
 MAX_TAGS = 8191
@@ -38,7 +38,7 @@ class Decoder:
     ('#a', 'hi')
     """
 
-    __slots__ = ("max_body", "max_tags", "strict", "_buf", "_discarding")
+    __slots__ = ("_buf", "_discarding", "max_body", "max_tags", "strict")
 
     def __init__(self, *, max_body: int = MAX_BODY, max_tags: int = MAX_TAGS, strict: bool = True) -> None:
         self.max_body = max_body
@@ -102,6 +102,10 @@ class Decoder:
             line = raw.decode("latin-1")
         if "\0" in line:
             return MalformedMessage("NUL character", _command_of(raw))
+        if "\r" in line:
+            # A CR inside the line would end up in a parameter that to_line() refuses
+            # to send on (and that other software takes for a line break).
+            return MalformedMessage("CR character", _command_of(raw))
         try:
             return parse(line)
         except MalformedMessage as exc:

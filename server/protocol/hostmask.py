@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import NamedTuple
 
 from .casemap import casefold
 
-__all__ = ["Hostmask", "split_userhost", "mask_match", "normalize_mask", "is_valid_hostname"]
+__all__ = ["Hostmask", "is_valid_hostname", "mask_match", "normalize_mask", "split_userhost"]
 
 
 class Hostmask(NamedTuple):
@@ -26,23 +25,34 @@ def split_userhost(source: str) -> Hostmask:
     return Hostmask(nick or None, (user or None) if bang else None, host or None)
 
 
-@lru_cache(maxsize=4096)
-def _compile(mask: str) -> re.Pattern[str]:
-    out = []
-    for c in mask:
-        if c == "*":
-            out.append(".*")
-        elif c == "?":
-            out.append(".")
+def _wildcard_match(mask: str, subject: str) -> bool:
+    # Greedy matching that backtracks only to the last '*' seen: O(len(mask) *
+    # len(subject)) at worst. A translated regex ('.*' per '*') backtracks over
+    # every earlier star too: a peer-supplied mask like '*a*a*a*a*a*a*a*a*b' took
+    # seconds against one 60-character nick!user@host, and grows exponentially.
+    m = s = 0
+    star = -1  # index in mask of the last '*' seen
+    resume = 0  # index in subject that the last '*' is currently swallowing up to
+    while s < len(subject):
+        if m < len(mask) and mask[m] == "*":
+            star, resume = m, s
+            m += 1
+        elif m < len(mask) and mask[m] in ("?", subject[s]):
+            m += 1
+            s += 1
+        elif star >= 0:
+            # Let the last '*' swallow one more character and retry after it.
+            resume += 1
+            m, s = star + 1, resume
         else:
-            out.append(re.escape(c))
-    return re.compile("".join(out), re.DOTALL)
+            return False
+    return not mask[m:].strip("*")
 
 
 def mask_match(mask: str, subject: str, casemapping: str = "rfc1459") -> bool:
     """Whether ``subject`` matches the wildcard ``mask`` (``*`` any run, ``?`` one
     character), compared under the casemapping."""
-    return _compile(casefold(mask, casemapping)).fullmatch(casefold(subject, casemapping)) is not None
+    return _wildcard_match(casefold(mask, casemapping), casefold(subject, casemapping))
 
 
 def normalize_mask(mask: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .errors import LocalProtocolError, MalformedMessage
 
-__all__ = ["Message", "parse", "escape_tag_value", "unescape_tag_value", "format_tags"]
+__all__ = ["Message", "build", "escape_tag_value", "format_tags", "parse", "unescape_tag_value"]
 
 _UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
 _ESCAPES = str.maketrans({";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"})
@@ -76,8 +76,8 @@ class Message:
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.params, tuple):
-            self.params = tuple(self.params)
+        # Callers may pass a list; tuple() of a tuple returns it unchanged.
+        self.params = tuple(self.params)
 
     @property
     def verb(self) -> str:
@@ -105,7 +105,9 @@ class Message:
                 if not param or " " in param or param[0] == ":":
                     param = ":" + param
             elif not param or " " in param or param[0] == ":":
-                raise LocalProtocolError(f"only the last parameter may be empty, hold spaces or start with ':' ({param!r})")
+                raise LocalProtocolError(
+                    f"only the last parameter may be empty, hold spaces or start with ':' ({param!r})"
+                )
             out.append(param)
         return " ".join(out)
 
@@ -138,7 +140,9 @@ def parse(line: str) -> Message:
         rest, _, trailing = rest.partition(" :")
     elif rest.startswith(":"):
         raise MalformedMessage("no command")
-    words = rest.split()
+    # Split on SPACE only: str.split() would also split on TAB, FS, NBSP and other
+    # whitespace that is an ordinary character in an IRC parameter.
+    words = [word for word in rest.split(" ") if word]
     if not words:
         raise MalformedMessage("no command")
     command, *params = words

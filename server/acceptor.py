@@ -1,0 +1,213 @@
+"""The acceptor process: owns the listening sockets and hands each accepted
+connection to the least-loaded worker.
+
+A connection is sent as an fd over that worker's ``SOCK_SEQPACKET`` socketpair
+with ``socket.send_fds`` (data: ``"<ip> <port>"``), and the acceptor's own copy
+is closed at once. Workers report closed connections on the same socketpair
+(``b"C<ip>"``), which keeps the per-worker load and the per-IP counts right.
+Over the per-IP or total limit, the client gets an ``ERROR`` line and is closed.
+The supervisor sends replacement socketpair ends for respawned workers over a
+control socket (``b"W<index>"`` with the fd).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import selectors
+import signal
+import socket
+from collections import Counter
+from typing import Any
+
+from .config import Config
+from .logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+class Acceptor:
+    def __init__(self, config: Config, listeners: list[socket.socket], workers: dict[int, socket.socket],
+                 control: socket.socket) -> None:
+        self.config = config
+        self.listeners = listeners
+        self.workers: dict[int, socket.socket] = {}
+        self.load: Counter[int] = Counter()
+        self.worker_ips: dict[int, Counter[str]] = {}
+        self.per_ip: Counter[str] = Counter()
+        self.total = 0
+        self.control = control
+        self.exempt = config.networks("per_ip_exempt")
+        self.sel = selectors.DefaultSelector()
+        for lsock in listeners:
+            lsock.setblocking(False)
+            self.sel.register(lsock, selectors.EVENT_READ, "listen")
+        self.sel.register(control, selectors.EVENT_READ, "control")
+        for index, sock in workers.items():
+            self.add_worker(index, sock)
+        self.running = True
+
+    def add_worker(self, index: int, sock: socket.socket) -> None:
+        old = self.workers.get(index)
+        if old is not None:
+            self.remove_worker(index)
+        sock.setblocking(False)
+        self.workers[index] = sock
+        self.load[index] = 0
+        self.worker_ips[index] = Counter()
+        self.sel.register(sock, selectors.EVENT_READ, ("worker", index))
+
+    def remove_worker(self, index: int) -> None:
+        sock = self.workers.pop(index, None)
+        if sock is None:
+            return
+        self.sel.unregister(sock)
+        sock.close()
+        for ip, n in self.worker_ips.pop(index, Counter()).items():
+            self._release(ip, n)
+        self.total -= self.load.pop(index, 0)
+
+    def _release(self, ip: str, n: int = 1) -> None:
+        self.per_ip[ip] -= n
+        if self.per_ip[ip] <= 0:
+            del self.per_ip[ip]
+
+    def is_exempt(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.exempt)
+
+    def serve(self) -> None:
+        while self.running:
+            for key, _ in self.sel.select(1.0):
+                tag = key.data
+                if tag == "listen":
+                    self.accept(key.fileobj)  # type: ignore[arg-type]
+                elif tag == "control":
+                    self.on_control()
+                else:
+                    self.on_worker(tag[1])
+
+    def accept(self, lsock: socket.socket) -> None:
+        for _ in range(256):
+            try:
+                conn, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: keep serving
+                log.warning("accept failed: %s", exc)
+                return
+            ip, port = addr[0], addr[1]
+            try:
+                self.hand_over(conn, ip, port)
+            finally:
+                conn.close()  # our copy: a leaked one keeps the connection half-open
+
+    def refuse(self, conn: socket.socket, why: str) -> None:
+        try:
+            conn.send(f"ERROR :Closing Link: {why}\r\n".encode(), socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+
+    def hand_over(self, conn: socket.socket, ip: str, port: int) -> None:
+        cfg = self.config
+        if self.total >= cfg.max_connections:
+            self.refuse(conn, "Server is full")
+            return
+        if cfg.max_per_ip and self.per_ip[ip] >= cfg.max_per_ip and not self.is_exempt(ip):
+            log.info("refused %s: too many connections from this address", ip)
+            self.refuse(conn, f"Too many connections from your IP address ({cfg.max_per_ip})")
+            return
+        dead = []
+        for index in sorted(self.workers, key=self.load.__getitem__):
+            try:
+                socket.send_fds(self.workers[index], [f"{ip} {port}".encode()], [conn.fileno()])
+            except (BlockingIOError, InterruptedError):
+                continue  # that worker is not keeping up: try the next one
+            except OSError:
+                dead.append(index)
+                continue
+            self.load[index] += 1
+            self.worker_ips[index][ip] += 1
+            self.per_ip[ip] += 1
+            self.total += 1
+            break
+        else:
+            self.refuse(conn, "Server is busy, try again later")
+        for index in dead:
+            log.warning("worker %d is gone", index)
+            self.remove_worker(index)
+
+    def on_worker(self, index: int) -> None:
+        sock = self.workers.get(index)
+        if sock is None:
+            return
+        while True:
+            try:
+                data = sock.recv(512)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                log.info("worker %d disconnected", index)
+                self.remove_worker(index)
+                return
+            if data[:1] == b"C":
+                ip = data[1:].decode()
+                if self.worker_ips[index][ip] > 0:
+                    self.worker_ips[index][ip] -= 1
+                    if not self.worker_ips[index][ip]:
+                        del self.worker_ips[index][ip]
+                    self._release(ip)
+                    self.load[index] -= 1
+                    self.total -= 1
+
+    def on_control(self) -> None:
+        try:
+            data, fds, _flags, _ = socket.recv_fds(self.control, 64, 4)
+        except BlockingIOError:
+            return
+        if not data:
+            self.running = False
+            return
+        if data[:1] == b"W" and fds:
+            index = int(data[1:])
+            sock = socket.socket(fileno=fds[0])
+            os.set_inheritable(fds[0], False)
+            self.add_worker(index, sock)
+            log.info("worker %d attached", index)
+
+
+def run_acceptor(config: Config, listeners: list[socket.socket], workers: dict[int, socket.socket],
+                 control: socket.socket, close_fds: list[int], ready: Any) -> None:
+    """Process entry point."""
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    setup_logging(config, "acceptor")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    acceptor = Acceptor(config, listeners, workers, control)
+
+    def stop(*_: Any) -> None:
+        acceptor.running = False
+        for lsock in listeners:
+            try:
+                acceptor.sel.unregister(lsock)
+            except (KeyError, ValueError):
+                pass
+            lsock.close()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    ready.set()
+    try:
+        acceptor.serve()
+    finally:
+        logging.shutdown()
+    os._exit(0)

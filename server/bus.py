@@ -1,0 +1,191 @@
+"""The pub channel: one ordered stream of events, routed to per-worker inboxes.
+
+A :class:`Bus` lives in the manager process (see :mod:`server.manager`). Each
+worker's publisher thread hands it a *batch* of items in one ``publish()`` call;
+the bus applies them in order under one lock, which is what gives every channel
+one order on every worker, and appends what each worker must see to that
+worker's inbox. Each worker's subscriber thread takes its whole inbox with
+``fetch()``.
+
+Items a worker publishes:
+
+* ``("m", sid, target, is_channel, kind, tags_full, tags_time, body)``: a
+  PRIVMSG/NOTICE/TAGMSG (``kind`` is ``"P"``, ``"N"`` or ``"T"``), pre-encoded
+  once by the sender's worker; checked (+n, +m, bans) and routed here.
+* ``("r", sid, token, op, args)``: a registry operation; the result comes back
+  to the publishing worker's inbox as ``("R", token, result)`` *after* every
+  event the operation caused, so the client sees its JOIN before its NAMES.
+
+Items a worker receives: ``D`` (channel delivery), ``U`` (private delivery),
+``X`` (an error for one client), ``R`` (a result), and the state events the
+:class:`~server.registry.Registry` emits (``J``, ``P``, ``Q``, ``N``, ``T``...).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from server.protocol import RemoteProtocolError, numerics
+
+from .registry import Registry
+
+# Registry operations a worker may ask for, by name.
+OPS = frozenset({
+    "connect", "claim_nick", "register", "disconnect", "join", "part", "part_all", "topic",
+    "names", "whois", "whowas", "ison", "userhost", "lusers", "set_away", "set_user_mode",
+    "set_realname",
+})
+
+
+class Bus:
+    """Routing and ordering for all workers; every method is thread-safe."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.lock = threading.Lock()
+        self.max_inbox = int(settings.get("max_inbox", 100_000))
+        self.inboxes: dict[int, list[tuple[Any, ...]]] = {}
+        self.ready: dict[int, threading.Condition] = {}
+        self.space = threading.Condition(self.lock)
+        self.registry = Registry(
+            self._emit,
+            casemapping=settings.get("casemapping", "rfc1459"),
+            channel_len=int(settings.get("channel_len", 64)),
+            max_channels=int(settings.get("max_channels", 0)),
+        )
+        self._touched: set[int] = set()
+        self.published = 0
+        self.batches = 0
+        self.started = time.time()
+
+    # -- wiring ------------------------------------------------------------
+    def _inbox(self, worker: int) -> list[tuple[Any, ...]]:
+        box = self.inboxes.get(worker)
+        if box is None:
+            box = self.inboxes[worker] = []
+            self.ready[worker] = threading.Condition(self.lock)
+        return box
+
+    def _emit(self, workers: Iterable[int], item: tuple[Any, ...]) -> None:
+        for w in workers:
+            self._inbox(w).append(item)
+            self._touched.add(w)
+
+    # -- the two calls the workers make -----------------------------------
+    def publish(self, worker: int, batch: list[tuple[Any, ...]]) -> int:
+        """Apply a batch in order; return the deepest inbox it touched."""
+        with self.lock:
+            self._touched.clear()
+            for item in batch:
+                if item[0] == "m":
+                    self._message(worker, item)
+                else:
+                    self._request(worker, item)
+            self.published += len(batch)
+            self.batches += 1
+            touched = list(self._touched)
+            for w in touched:
+                self.ready[w].notify()
+            depth = max((len(self.inboxes[w]) for w in touched), default=0)
+            # Bounded inboxes: hold the publisher (and so, upstream, the clients
+            # whose lines it carries) until slow subscribers catch up.
+            deadline = time.monotonic() + 5.0
+            while depth > self.max_inbox and time.monotonic() < deadline:
+                self.space.wait(0.1)
+                depth = max((len(self.inboxes.get(w, ())) for w in touched), default=0)
+            return depth
+
+    def fetch(self, worker: int, timeout: float = 1.0) -> list[tuple[Any, ...]]:
+        """Everything waiting for ``worker`` (blocks up to ``timeout`` for one item)."""
+        with self.lock:
+            box = self._inbox(worker)
+            if not box:
+                self.ready[worker].wait(timeout)
+                box = self.inboxes[worker]
+            if not box:
+                return []
+            self.inboxes[worker] = []
+            self.space.notify_all()
+            return box
+
+    # -- administration ----------------------------------------------------
+    def drop_worker(self, worker: int, reason: str = "Connection closed") -> int:
+        """A worker died: its clients are gone; others see QUITs at once."""
+        with self.lock:
+            self._touched.clear()
+            n = self.registry.drop_worker(worker, reason)
+            self.inboxes[worker] = []
+            for w in self._touched:
+                self.ready[w].notify()
+            self.space.notify_all()
+            return n
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "published": self.published,
+                "batches": self.batches,
+                "depth": {w: len(b) for w, b in self.inboxes.items()},
+                "users": len(self.registry.users),
+                "channels": len(self.registry.channels),
+            }
+
+    def query(self, op: str, *args: Any) -> Any:
+        """A read-only registry call for the supervisor (metrics, health)."""
+        if op not in {"lusers", "whois", "names"}:
+            raise ValueError(op)
+        with self.lock:
+            return getattr(self.registry, op)(*args)
+
+    # -- inside the lock ---------------------------------------------------
+    def _request(self, worker: int, item: tuple[Any, ...]) -> None:
+        _, _sid, token, op, args = item
+        try:
+            if op not in OPS:
+                raise ValueError(f"unknown registry operation {op!r}")
+            result: tuple[Any, ...] = ("ok", getattr(self.registry, op)(*args))
+        except RemoteProtocolError as exc:
+            result = ("err", exc.numeric, exc.params, exc.text)
+        except KeyError:
+            # The user vanished meanwhile (its worker was dropped); nothing to do.
+            result = ("gone",)
+        if token:
+            self._inbox(worker).append(("R", token, result))
+            self._touched.add(worker)
+
+    def _message(self, worker: int, item: tuple[Any, ...]) -> None:
+        _, sid, target, is_channel, kind, tags_full, tags_time, body = item
+        reg = self.registry
+        try:
+            if is_channel:
+                ch = reg.channels.get(target)
+                if ch is None:
+                    raise RemoteProtocolError(numerics.ERR_NOSUCHCHANNEL, target, text="No such channel")
+                reg.check_send(sid, ch)
+                out = ("D", target, sid, kind, tags_full, tags_time, body)
+                for w in ch.workers:
+                    self._inbox(w).append(out)
+                    self._touched.add(w)
+                if sid not in ch.members and worker not in ch.workers:
+                    self._inbox(worker).append(out)  # the sender's echo
+                    self._touched.add(worker)
+            else:
+                to = reg.nicks.get(target)
+                user = reg.users.get(to) if to is not None else None
+                if user is None or not user.registered:
+                    raise RemoteProtocolError(numerics.ERR_NOSUCHNICK, target, text="No such nick/channel")
+                out = ("U", to, sid, kind, tags_full, tags_time, body)
+                self._inbox(user.worker).append(out)
+                self._touched.add(user.worker)
+                if user.worker != worker:
+                    self._inbox(worker).append(out)  # the sender's echo
+                    self._touched.add(worker)
+                if user.away is not None and kind == "P":
+                    self._inbox(worker).append(("X", sid, numerics.RPL_AWAY, (user.nick,), user.away))
+                    self._touched.add(worker)
+        except RemoteProtocolError as exc:
+            if kind != "N":  # NOTICE never gets an automatic reply
+                self._inbox(worker).append(("X", sid, exc.numeric, exc.params, exc.text))
+                self._touched.add(worker)

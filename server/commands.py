@@ -1,0 +1,515 @@
+"""IRC commands as a table: ``COMMANDS[verb] = Command(handler, min_params, pre_registration)``.
+
+:func:`dispatch` makes the checks once (registered? enough parameters?); each
+handler then does its job and raises ``RemoteProtocolError`` for the client's
+mistakes instead of building error lines.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from server.protocol import (
+    Message,
+    RemoteProtocolError,
+    casefold,
+    format_tags,
+    is_channel,
+    is_valid_nick,
+    numerics as N,
+)
+
+if TYPE_CHECKING:
+    from .session import Session
+
+VERSION = "chatroom-0.1.0"
+CREATED = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+CAPS = ("cap-notify", "echo-message", "extended-join", "message-tags", "multi-prefix", "server-time",
+        "userhost-in-names")
+USER_MODES = "io"
+CHANNEL_MODES = "biklmnstov"
+
+Handler = Callable[["Session", Message], None]
+
+
+class Command(NamedTuple):
+    handler: Handler
+    min_params: int = 0
+    pre_registration: bool = False
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(verb: str, min_params: int = 0, pre_registration: bool = False) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        COMMANDS[verb] = Command(fn, min_params, pre_registration)
+        return fn
+    return register
+
+
+def dispatch(s: Session, msg: Message) -> None:
+    verb = msg.verb
+    cmd = COMMANDS.get(verb)
+    try:
+        if cmd is None:
+            if not s.registered:
+                raise RemoteProtocolError(N.ERR_NOTREGISTERED, text="You have not registered")
+            raise RemoteProtocolError(N.ERR_UNKNOWNCOMMAND, msg.command, text="Unknown command")
+        if not s.registered and not cmd.pre_registration:
+            raise RemoteProtocolError(N.ERR_NOTREGISTERED, text="You have not registered")
+        if len(msg.params) < cmd.min_params:
+            raise RemoteProtocolError(N.ERR_NEEDMOREPARAMS, verb, text="Not enough parameters")
+        cmd.handler(s, msg)
+    except RemoteProtocolError as exc:
+        s.error(exc)
+
+
+# -- time and ids for relayed messages -------------------------------------------
+_msg_counter = itertools.count(1)
+
+
+def server_time(now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
+def isupport(s: Session) -> list[str]:
+    c = s.config
+    return [
+        "AWAYLEN=%d" % c.away_len, "CASEMAPPING=rfc1459", "CHANLIMIT=#:%d" % (c.max_channels or 999),
+        "CHANMODES=b,k,l,imnst", "CHANNELLEN=%d" % c.channel_len, "CHANTYPES=#", "ELIST=U",
+        "KICKLEN=%d" % c.kick_len, "MAXTARGETS=%d" % c.max_targets, "MODES=4", "NETWORK=%s" % c.network,
+        "NICKLEN=%d" % c.nick_len, "PREFIX=(ov)@+", "STATUSMSG=@+", "TARGMAX=PRIVMSG:%d,NOTICE:%d,JOIN:,PART:"
+        % (c.max_targets, c.max_targets), "TOPICLEN=%d" % c.topic_len, "USERLEN=%d" % c.user_len, "UTF8ONLY",
+    ]
+
+
+# -- registration ---------------------------------------------------------------
+@command("CAP", 1, pre_registration=True)
+def cap(s: Session, msg: Message) -> None:
+    sub = msg.params[0].upper()
+    nick = s.nick
+    src = s.config.server_name
+    if sub == "LS":
+        if not s.registered:
+            s.cap_negotiating = True
+        if len(msg.params) > 1 and msg.params[1].isdigit():
+            s.cap_version = max(s.cap_version, int(msg.params[1]))
+        if s.cap_version >= 302:
+            s.caps.add("cap-notify")
+        s.send(Message("CAP", (nick, "LS", " ".join(CAPS)), src))
+    elif sub == "LIST":
+        s.send(Message("CAP", (nick, "LIST", " ".join(sorted(s.caps))), src))
+    elif sub == "REQ":
+        if not s.registered:
+            s.cap_negotiating = True
+        wanted = msg.params[1].split() if len(msg.params) > 1 else []
+        names = [w.lstrip("-") for w in wanted]
+        ok = all(n in CAPS for n in names)
+        s.send(Message("CAP", (nick, "ACK" if ok else "NAK", " ".join(wanted)), src))
+        if ok:
+            for w in wanted:
+                if w.startswith("-"):
+                    s.caps.discard(w[1:])
+                else:
+                    s.caps.add(w)
+            s.caps_changed()
+    elif sub == "END":
+        if not s.registered:
+            s.cap_negotiating = False
+            try_register(s)
+    else:
+        raise RemoteProtocolError(N.ERR_INVALIDCAPCMD, msg.params[0], text="Invalid CAP command")
+
+
+@command("PASS", 1, pre_registration=True)
+def pass_(s: Session, msg: Message) -> None:
+    if s.registered:
+        raise RemoteProtocolError(N.ERR_ALREADYREGISTERED, text="You may not reregister")
+    s.password = msg.params[0]
+
+
+@command("NICK", 0, pre_registration=True)
+def nick(s: Session, msg: Message) -> None:
+    if not msg.params or not msg.params[0]:
+        raise RemoteProtocolError(N.ERR_NONICKNAMEGIVEN, text="No nickname given")
+    new = msg.params[0]
+    if not is_valid_nick(new, s.config.nick_len):
+        raise RemoteProtocolError(N.ERR_ERRONEUSNICKNAME, new, text="Erroneous nickname")
+    if new == s.nick:
+        return
+    s.request("claim_nick", s.sid, new)
+    s.nick = new
+    s.nick_claimed = True
+    if not s.registered:
+        try_register(s)
+
+
+@command("USER", 4, pre_registration=True)
+def user(s: Session, msg: Message) -> None:
+    if s.registered:
+        raise RemoteProtocolError(N.ERR_ALREADYREGISTERED, text="You may not reregister")
+    username = "".join(c for c in msg.params[0] if c.isalnum() or c in "-_.[]{}|^`")[: s.config.user_len - 1]
+    if not username or not msg.params[3]:
+        raise RemoteProtocolError(N.ERR_NEEDMOREPARAMS, "USER", text="Not enough parameters")
+    s.user = "~" + username
+    s.realname = msg.params[3]
+    try_register(s)
+
+
+def try_register(s: Session) -> None:
+    if s.registered or not s.nick_claimed or not s.user or s.cap_negotiating:
+        return
+    cfg = s.config
+    if cfg.password and s.password != cfg.password:
+        s.numeric(N.ERR_PASSWDMISMATCH, "Password incorrect")
+        s.close("Bad password")
+        return
+    lusers_data = s.request("register", s.sid, s.user, s.realname, time.time())
+    s.registered = True
+    s.caps_changed()
+    replies: list[tuple[str, ...]] = [
+        (N.RPL_WELCOME, f"Welcome to the {cfg.network} IRC Network {s.prefix}"),
+        (N.RPL_YOURHOST, f"Your host is {cfg.server_name}, running version {VERSION}"),
+        (N.RPL_CREATED, f"This server was created {CREATED}"),
+        (N.RPL_MYINFO, cfg.server_name, VERSION, USER_MODES, CHANNEL_MODES, "bklov"),
+    ]
+    tokens = isupport(s)
+    for i in range(0, len(tokens), 12):
+        replies.append((N.RPL_ISUPPORT, *tokens[i:i + 12], "are supported by this server"))
+    replies += lusers_replies(s, lusers_data)
+    replies += motd_replies(s)
+    s.numerics(replies)
+
+
+def lusers_replies(s: Session, d: dict[str, Any]) -> list[tuple[str, ...]]:
+    users = d["users"]
+    return [
+        (N.RPL_LUSERCLIENT, f"There are {users - d['invisible']} users and {d['invisible']} invisible on 1 servers"),
+        (N.RPL_LUSEROP, str(d["operators"]), "operator(s) online"),
+        (N.RPL_LUSERUNKNOWN, str(d["unknown"]), "unknown connection(s)"),
+        (N.RPL_LUSERCHANNELS, str(d["channels"]), "channels formed"),
+        (N.RPL_LUSERME, f"I have {users} clients and 0 servers"),
+        (N.RPL_LOCALUSERS, str(users), str(d["max_users"]), f"Current local users {users}, max {d['max_users']}"),
+        (N.RPL_GLOBALUSERS, str(users), str(d["max_users"]), f"Current global users {users}, max {d['max_users']}"),
+    ]
+
+
+def motd_replies(s: Session) -> list[tuple[str, ...]]:
+    lines = s.config.motd_lines()
+    if lines is None:
+        return [(N.ERR_NOMOTD, "MOTD File is missing")]
+    out: list[tuple[str, ...]] = [(N.RPL_MOTDSTART, f"- {s.config.server_name} Message of the day - ")]
+    out += [(N.RPL_MOTD, f"- {line}") for line in lines]
+    out.append((N.RPL_ENDOFMOTD, "End of /MOTD command."))
+    return out
+
+
+# -- connection -----------------------------------------------------------------
+@command("PING", 1, pre_registration=True)
+def ping(s: Session, msg: Message) -> None:
+    src = s.config.server_name
+    s.send(Message("PONG", (src, msg.params[0]), src))
+
+
+@command("PONG", 0, pre_registration=True)
+def pong(s: Session, msg: Message) -> None:
+    s.ping_sent = None
+
+
+@command("QUIT", 0, pre_registration=True)
+def quit_(s: Session, msg: Message) -> None:
+    reason = msg.params[0] if msg.params else ""
+    s.close(f"Quit: {reason}" if reason else "Quit")
+
+
+@command("LUSERS")
+def lusers(s: Session, msg: Message) -> None:
+    s.numerics(lusers_replies(s, s.request("lusers")))
+
+
+@command("MOTD")
+def motd(s: Session, msg: Message) -> None:
+    s.numerics(motd_replies(s))
+
+
+@command("VERSION")
+def version(s: Session, msg: Message) -> None:
+    s.numerics([(N.RPL_VERSION, VERSION, s.config.server_name, "Chat-room IRC server"), *[
+        (N.RPL_ISUPPORT, *isupport(s)[i:i + 12], "are supported by this server") for i in range(0, 24, 12)]])
+
+
+@command("TIME")
+def time_(s: Session, msg: Message) -> None:
+    s.numeric(N.RPL_TIME, s.config.server_name, time.strftime("%A %B %d %Y -- %H:%M:%S +00:00", time.gmtime()))
+
+
+# -- channels -------------------------------------------------------------------
+@command("JOIN", 1)
+def join(s: Session, msg: Message) -> None:
+    if msg.params[0] == "0":
+        s.request("part_all", s.sid)
+        return
+    names = msg.params[0].split(",")
+    keys = msg.params[1].split(",") if len(msg.params) > 1 else []
+    for i, name in enumerate(names):
+        if not name:
+            continue
+        try:
+            info = s.request("join", s.sid, name, keys[i] if i < len(keys) else None, time.time())
+        except RemoteProtocolError as exc:
+            s.error(exc)
+            continue
+        if info is None:
+            continue
+        replies: list[tuple[str, ...]] = []
+        if info["topic"]:
+            replies.append((N.RPL_TOPIC, info["name"], info["topic"]))
+            replies.append((N.RPL_TOPICWHOTIME, info["name"], info["topic_by"], str(int(info["topic_at"]))))
+        replies += names_replies(s, info)
+        s.numerics(replies)
+
+
+def names_replies(s: Session, info: dict[str, Any]) -> list[tuple[str, ...]]:
+    multi = "multi-prefix" in s.caps
+    uhnames = "userhost-in-names" in s.caps
+    entries = []
+    for nick_, user_, host_, modes, _away in info["members"]:
+        marks = ("@" if "o" in modes else "") + ("+" if "v" in modes else "")
+        if not multi:
+            marks = marks[:1]
+        entries.append(f"{marks}{nick_}!{user_}@{host_}" if uhnames else f"{marks}{nick_}")
+    symbol = "@" if info.get("secret") else "="
+    name = info["name"]
+    out: list[tuple[str, ...]] = []
+    # Keep each 353 within the 512-byte line limit.
+    room = 400 - len(s.config.server_name) - len(s.nick) - len(name)
+    line: list[str] = []
+    size = 0
+    for entry in entries:
+        if line and size + len(entry) + 1 > room:
+            out.append((N.RPL_NAMREPLY, symbol, name, " ".join(line)))
+            line, size = [], 0
+        line.append(entry)
+        size += len(entry) + 1
+    if line:
+        out.append((N.RPL_NAMREPLY, symbol, name, " ".join(line)))
+    out.append((N.RPL_ENDOFNAMES, name, "End of /NAMES list"))
+    return out
+
+
+@command("PART", 1)
+def part(s: Session, msg: Message) -> None:
+    reason = msg.params[1] if len(msg.params) > 1 else ""
+    for name in msg.params[0].split(","):
+        if name:
+            try:
+                s.request("part", s.sid, name, reason[: s.config.kick_len])
+            except RemoteProtocolError as exc:
+                s.error(exc)
+
+
+@command("NAMES")
+def names(s: Session, msg: Message) -> None:
+    if not msg.params:
+        s.numeric(N.RPL_ENDOFNAMES, "*", "End of /NAMES list")
+        return
+    for name in msg.params[0].split(","):
+        info = s.request("names", s.sid, name)
+        if info is None:
+            s.numeric(N.RPL_ENDOFNAMES, name, "End of /NAMES list")
+        else:
+            s.numerics(names_replies(s, info))
+
+
+@command("TOPIC", 1)
+def topic(s: Session, msg: Message) -> None:
+    name = msg.params[0]
+    if len(msg.params) < 2:
+        info = s.request("topic", s.sid, name, None, 0.0)
+        if info["topic"]:
+            s.numerics([(N.RPL_TOPIC, info["name"], info["topic"]),
+                        (N.RPL_TOPICWHOTIME, info["name"], info["topic_by"], str(int(info["topic_at"])))])
+        else:
+            s.numeric(N.RPL_NOTOPIC, info["name"], "No topic is set")
+        return
+    s.request("topic", s.sid, name, msg.params[1][: s.config.topic_len], time.time())
+
+
+# -- messages (the hot path) ----------------------------------------------------
+def relay(s: Session, msg: Message, kind: str) -> None:
+    verb = msg.verb
+    if not msg.params or not msg.params[0]:
+        raise RemoteProtocolError(N.ERR_NORECIPIENT, text=f"No recipient given ({verb})")
+    if kind != "T" and (len(msg.params) < 2 or not msg.params[1]):
+        raise RemoteProtocolError(N.ERR_NOTEXTTOSEND, text="No text to send")
+    targets = msg.params[0].split(",")
+    cfg = s.config
+    if len(targets) > cfg.max_targets:
+        raise RemoteProtocolError(N.ERR_TOOMANYTARGETS, msg.params[0], text="Too many targets")
+    worker = s.worker
+    now = time.time()
+    tags = {"time": server_time(now), "msgid": f"{worker.msgid_prefix}{next(_msg_counter):x}"}
+    tags_time = f"@time={tags['time']} ".encode()
+    for key, value in msg.tags.items():
+        if key.startswith("+"):
+            tags[key] = value
+    tags_full = f"@{format_tags(tags)} ".encode()
+    prefix = s.prefix
+    for target in targets:
+        if not target:
+            continue
+        chan = is_channel(target, "#")
+        fold = casefold(target)
+        shown = worker.channel_names.get(fold, target) if chan else target
+        params = (shown,) if kind == "T" else (shown, msg.params[1])
+        body = Message(verb, params, prefix).to_bytes()
+        worker.publish(("m", s.sid, fold, chan, kind, tags_full, tags_time, body))
+
+
+@command("PRIVMSG")
+def privmsg(s: Session, msg: Message) -> None:
+    relay(s, msg, "P")
+
+
+@command("NOTICE")
+def notice(s: Session, msg: Message) -> None:
+    try:
+        relay(s, msg, "N")
+    except RemoteProtocolError:
+        pass  # NOTICE never gets an automatic reply
+
+
+@command("TAGMSG")
+def tagmsg(s: Session, msg: Message) -> None:
+    relay(s, msg, "T")
+
+
+# -- users ----------------------------------------------------------------------
+@command("WHOIS", 1)
+def whois(s: Session, msg: Message) -> None:
+    target = msg.params[-1].split(",")[0]
+    try:
+        d = s.request("whois", s.sid, target)
+    except RemoteProtocolError as exc:
+        s.error(exc)
+        s.numeric(N.RPL_ENDOFWHOIS, target, "End of /WHOIS list")
+        return
+    cfg = s.config
+    r: list[tuple[str, ...]] = [(N.RPL_WHOISUSER, d["nick"], d["user"], d["host"], "*", d["realname"])]
+    if d["channels"]:
+        r.append((N.RPL_WHOISCHANNELS, d["nick"], " ".join(p + n for p, n in d["channels"])))
+    r.append((N.RPL_WHOISSERVER, d["nick"], cfg.server_name, cfg.network))
+    if d["away"]:
+        r.append((N.RPL_AWAY, d["nick"], d["away"]))
+    if d["operator"]:
+        r.append((N.RPL_WHOISOPERATOR, d["nick"], "is an IRC operator"))
+    if d["account"]:
+        r.append((N.RPL_WHOISACCOUNT, d["nick"], d["account"], "is logged in as"))
+    local = s.worker.sessions.get(d["sid"])
+    idle = int(time.monotonic() - local.last_active) if local is not None else 0
+    r.append((N.RPL_WHOISIDLE, d["nick"], str(idle), str(int(d["signon"])), "seconds idle, signon time"))
+    r.append((N.RPL_ENDOFWHOIS, d["nick"], "End of /WHOIS list"))
+    s.numerics(r)
+
+
+@command("WHOWAS", 1)
+def whowas(s: Session, msg: Message) -> None:
+    target = msg.params[0]
+    entries = s.request("whowas", target)
+    if not entries:
+        s.numeric(N.ERR_WASNOSUCHNICK, target, "There was no such nickname")
+    r: list[tuple[str, ...]] = [(N.RPL_WHOWASUSER, n, u, h, "*", real) for n, u, h, real, _ in entries]
+    r.append((N.RPL_ENDOFWHOWAS, target, "End of WHOWAS"))
+    s.numerics(r)
+
+
+@command("WHO")
+def who(s: Session, msg: Message) -> None:
+    mask = msg.params[0] if msg.params else "*"
+    r: list[tuple[str, ...]] = []
+    if is_channel(mask, "#"):
+        info = s.request("names", s.sid, mask)
+        if info is not None:
+            for nick_, user_, host_, modes, away in info["members"]:
+                flags = ("G" if away else "H") + ("@" if "o" in modes else "+" if "v" in modes else "")
+                r.append((N.RPL_WHOREPLY, info["name"], user_, host_, s.config.server_name, nick_, flags, "0 *"))
+    else:
+        try:
+            d = s.request("whois", s.sid, mask)
+            flags = ("G" if d["away"] else "H") + ("*" if d["operator"] else "")
+            r.append((N.RPL_WHOREPLY, "*", d["user"], d["host"], s.config.server_name, d["nick"], flags,
+                      f"0 {d['realname']}"))
+        except RemoteProtocolError:
+            pass
+    r.append((N.RPL_ENDOFWHO, mask, "End of /WHO list"))
+    s.numerics(r)
+
+
+@command("ISON", 1)
+def ison(s: Session, msg: Message) -> None:
+    nicks = " ".join(msg.params).split()
+    s.numeric(N.RPL_ISON, " ".join(s.request("ison", nicks)))
+
+
+@command("USERHOST", 1)
+def userhost(s: Session, msg: Message) -> None:
+    found = s.request("userhost", list(msg.params))
+    s.numeric(N.RPL_USERHOST, " ".join(
+        f"{n}{'*' if op else ''}={'-' if away else '+'}{u}@{h}" for n, op, away, u, h in found))
+
+
+@command("AWAY")
+def away(s: Session, msg: Message) -> None:
+    text = msg.params[0][: s.config.away_len] if msg.params and msg.params[0] else None
+    s.request("set_away", s.sid, text)
+    s.away = text
+    if text is None:
+        s.numeric(N.RPL_UNAWAY, "You are no longer marked as being away")
+    else:
+        s.numeric(N.RPL_NOWAWAY, "You have been marked as being away")
+
+
+@command("MODE", 1)
+def mode(s: Session, msg: Message) -> None:
+    target = msg.params[0]
+    if is_channel(target, "#"):
+        info = s.request("names", s.sid, target)
+        if info is None:
+            raise RemoteProtocolError(N.ERR_NOSUCHCHANNEL, target, text="No such channel")
+        if len(msg.params) == 1:
+            s.numerics([(N.RPL_CHANNELMODEIS, info["name"], "+" + "".join(sorted(info["modes"]))),
+                        (N.RPL_CREATIONTIME, info["name"], str(int(info["created"])))])
+        elif msg.params[1] in ("b", "+b"):
+            s.numeric(N.RPL_ENDOFBANLIST, info["name"], "End of channel ban list")
+        else:
+            raise RemoteProtocolError(N.ERR_CHANOPRIVSNEEDED, info["name"], text="You're not channel operator")
+        return
+    if casefold(target) != casefold(s.nick):
+        raise RemoteProtocolError(N.ERR_USERSDONTMATCH, text="Cant change mode for other users")
+    if len(msg.params) == 1:
+        s.numeric(N.RPL_UMODEIS, "+" + "".join(sorted(s.modes)))
+        return
+    on = True
+    changed = []
+    for c in msg.params[1]:
+        if c in "+-":
+            on = c == "+"
+        elif c == "i":
+            if (c in s.modes) != on:
+                (s.modes.add if on else s.modes.discard)(c)
+                s.notify("set_user_mode", s.sid, c, on)
+                changed.append(("+" if on else "-") + c)
+        elif c == "o" and not on:
+            if c in s.modes:
+                s.modes.discard(c)
+                s.notify("set_user_mode", s.sid, c, False)
+                changed.append("-o")
+        elif c != "o":
+            s.numeric(N.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+    if changed:
+        s.send(Message("MODE", (s.nick, "".join(changed)), s.nick))

@@ -1,0 +1,150 @@
+"""Configuration: defaults < TOML file (``--config``) < ``CHATROOM_*`` environment
+variables < command-line flags. Every key is documented in docs/configuration.md.
+
+The file is flat (``port = 6667``) and may hold ``[[oper]]`` tables. An
+environment variable is the key in upper case with ``CHATROOM_`` in front
+(``CHATROOM_PORT=7000``); lists are comma-separated there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CHATROOM_"
+
+
+@dataclass(slots=True)
+class Config:
+    # -- identity and listening
+    host: str = "0.0.0.0"
+    port: int = 6667
+    workers: int = 4
+    server_name: str = "irc.chatroom.local"
+    network: str = "Chatroom"
+    password: str = ""
+    motd_file: str = ""
+    data_dir: str = "data"
+    log_level: str = "INFO"
+    config: str = ""
+    # -- names and limits advertised in ISUPPORT
+    nick_len: int = 30
+    user_len: int = 16
+    channel_len: int = 64
+    topic_len: int = 390
+    away_len: int = 390
+    kick_len: int = 390
+    max_targets: int = 4
+    max_channels: int = 50
+    # -- connections
+    max_connections: int = 60000
+    max_per_ip: int = 50
+    per_ip_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    registration_timeout: float = 30.0
+    ping_interval: float = 120.0
+    ping_timeout: float = 60.0
+    sendq: int = 1 << 20
+    # -- flood control: a token bucket of lines per client
+    flood_burst: int = 20
+    flood_rate: float = 4.0
+    flood_max_delay: float = 10.0
+    flood_exempt: list[str] = field(default_factory=list)
+    # -- internals
+    thread_stack_kib: int = 256
+    bus_batch: int = 2000
+    max_inbox: int = 100_000
+    report_interval: float = 60.0
+    worker_timeout: float = 30.0
+    opers: list[dict[str, Any]] = field(default_factory=list)
+
+    def bus_settings(self) -> dict[str, Any]:
+        return {"max_inbox": self.max_inbox, "channel_len": self.channel_len, "max_channels": self.max_channels}
+
+    def networks(self, name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(c, strict=False) for c in getattr(self, name)]
+
+    def motd_lines(self) -> list[str] | None:
+        if not self.motd_file:
+            return None
+        try:
+            return Path(self.motd_file).read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return None
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = FIELDS[name].type
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    if kind == "list[str]":
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return [str(v) for v in value]
+    if kind == "str":
+        return str(value)
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chatroom-server", description="Chat-room IRC server")
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="IRC port (default 6667)")
+    p.add_argument("--workers", type=int, help="worker processes (default 4)")
+    p.add_argument("--server-name", dest="server_name", help="this server's name")
+    p.add_argument("--network", help="network name shown to clients")
+    p.add_argument("--password", help="server password clients must send with PASS")
+    p.add_argument("--motd-file", dest="motd_file", help="message of the day file")
+    p.add_argument("--data-dir", dest="data_dir", help="where data is kept")
+    p.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other configuration key, e.g. --set sendq=65536 (repeatable)")
+    return p
+
+
+def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Build the configuration from file, environment and flags."""
+    args = parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = args.config or env.get(ENV_PREFIX + "CONFIG", "")
+    if path:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        for key, value in raw.items():
+            if key == "oper":
+                values["opers"] = list(value)
+            elif key in FIELDS:
+                values[key] = _coerce(key, value)
+            else:
+                raise SystemExit(f"chatroom-server: unknown configuration key {key!r} in {path}")
+        values["config"] = path
+    for key in FIELDS:
+        if key in {"config", "opers"}:
+            continue
+        if (raw_env := env.get(ENV_PREFIX + key.upper())) is not None:
+            values[key] = _coerce(key, raw_env)
+    for key, value in vars(args).items():
+        if key not in {"set", "config"} and value is not None:
+            values[key] = _coerce(key, value)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in FIELDS or key in {"opers"}:
+            raise SystemExit(f"chatroom-server: --set takes KEY=VALUE with a known key, not {item!r}")
+        values[key] = _coerce(key, value)
+    cfg = Config(**values)
+    if cfg.workers < 1:
+        raise SystemExit("chatroom-server: --workers must be at least 1")
+    return cfg

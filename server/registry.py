@@ -1,0 +1,347 @@
+"""The shared registry: every user and channel on the server.
+
+It lives in the manager process, inside :class:`server.bus.Bus`, and is only ever
+touched under the bus lock, so each method here is atomic with respect to every
+other one and to the order of the bus. Methods take plain values, change state,
+and *emit* events for workers through the ``emit`` callback given at
+construction; they return plain data for the caller (or raise
+``RemoteProtocolError`` with the numeric to answer). No I/O happens here.
+
+Events are tuples whose first item names them; see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.protocol import RemoteProtocolError, casefold, is_valid_channel, mask_match, numerics
+
+Emit = Callable[[Iterable[int], tuple[Any, ...]], None]
+
+
+@dataclass(slots=True)
+class User:
+    sid: int
+    worker: int
+    ip: str
+    host: str
+    nick: str = "*"
+    fold: str = ""
+    user: str = ""
+    realname: str = ""
+    registered: bool = False
+    account: str | None = None
+    away: str | None = None
+    modes: set[str] = field(default_factory=set)
+    channels: set[str] = field(default_factory=set)
+    signon: float = 0.0
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.nick}!{self.user}@{self.host}"
+
+
+@dataclass(slots=True)
+class Channel:
+    name: str
+    key: str
+    created: float
+    members: dict[int, str] = field(default_factory=dict)  # sid -> prefix modes, e.g. "o"
+    workers: Counter[int] = field(default_factory=Counter)
+    topic: str = ""
+    topic_by: str = ""
+    topic_at: float = 0.0
+    modes: set[str] = field(default_factory=lambda: {"n", "t"})
+    password: str | None = None
+    limit: int | None = None
+    bans: list[tuple[str, str, float]] = field(default_factory=list)
+    invites: set[str] = field(default_factory=set)
+
+    def member_prefix(self, sid: int, multi: bool = False) -> str:
+        modes = self.members.get(sid, "")
+        marks = ("@" if "o" in modes else "") + ("+" if "v" in modes else "")
+        return marks if multi else marks[:1]
+
+
+def fail(numeric: str, *params: str, text: str) -> RemoteProtocolError:
+    return RemoteProtocolError(numeric, *params, text=text)
+
+
+class Registry:
+    """Users and channels, with the checks that must be atomic."""
+
+    def __init__(self, emit: Emit, *, casemapping: str = "rfc1459", channel_len: int = 64,
+                 max_channels: int = 0, chantypes: str = "#") -> None:
+        self.emit = emit
+        self.casemapping = casemapping
+        self.channel_len = channel_len
+        self.max_channels = max_channels
+        self.chantypes = chantypes
+        self.users: dict[int, User] = {}
+        self.nicks: dict[str, int] = {}  # folded nick -> sid (registered or not)
+        self.channels: dict[str, Channel] = {}
+        self.whowas: dict[str, list[tuple[str, str, str, str, float]]] = {}
+        self.max_users = 0
+
+    def fold(self, name: str) -> str:
+        return casefold(name, self.casemapping)
+
+    # -- connections -------------------------------------------------------
+    def connect(self, sid: int, worker: int, ip: str, host: str) -> None:
+        self.users[sid] = User(sid, worker, ip, host)
+
+    def claim_nick(self, sid: int, nick: str) -> tuple[str, str]:
+        """Claim or change ``sid``'s nick. Returns (old prefix, new nick)."""
+        u = self.users[sid]
+        fold = self.fold(nick)
+        holder = self.nicks.get(fold)
+        if holder is not None and holder != sid:
+            raise fail(numerics.ERR_NICKNAMEINUSE, nick, text="Nickname is already in use")
+        old_prefix = u.prefix
+        if u.fold and self.nicks.get(u.fold) == sid:
+            del self.nicks[u.fold]
+        self.nicks[fold] = sid
+        old_nick = u.nick
+        u.nick, u.fold = nick, fold
+        if u.registered and old_nick != nick:
+            self._remember(u, old_nick)
+            self.emit(self._audience(u), ("N", sid, old_prefix, nick, tuple(u.channels)))
+        return old_prefix, nick
+
+    def register(self, sid: int, user: str, realname: str, now: float) -> dict[str, Any]:
+        u = self.users[sid]
+        u.user, u.realname, u.registered, u.signon = user, realname, True, now
+        self.max_users = max(self.max_users, self.count_registered())
+        return self.lusers()
+
+    def set_user_mode(self, sid: int, mode: str, on: bool) -> None:
+        u = self.users[sid]
+        if on:
+            u.modes.add(mode)
+        else:
+            u.modes.discard(mode)
+
+    def set_away(self, sid: int, message: str | None) -> None:
+        u = self.users[sid]
+        u.away = message or None
+
+    def set_realname(self, sid: int, realname: str) -> None:
+        self.users[sid].realname = realname
+
+    def disconnect(self, sid: int, reason: str) -> None:
+        """Forget a user; everyone sharing a channel sees the QUIT."""
+        u = self.users.pop(sid, None)
+        if u is None:
+            return
+        if u.fold and self.nicks.get(u.fold) == sid:
+            del self.nicks[u.fold]
+        if not u.registered:
+            return
+        self._remember(u, u.nick)
+        audience = self._audience(u)
+        chans = tuple(u.channels)
+        for key in chans:
+            self._remove_member(self.channels[key], u)
+        self.emit(audience, ("Q", sid, u.prefix, reason, chans))
+
+    def drop_worker(self, worker: int, reason: str) -> int:
+        """A worker died: forget all of its users at once."""
+        gone = [sid for sid, u in self.users.items() if u.worker == worker]
+        for sid in gone:
+            self.disconnect(sid, reason)
+        return len(gone)
+
+    def _remember(self, u: User, nick: str) -> None:
+        entries = self.whowas.setdefault(self.fold(nick), [])
+        entries.insert(0, (nick, u.user, u.host, u.realname, time.time()))
+        del entries[10:]
+        if len(self.whowas) > 10000:
+            self.whowas.pop(next(iter(self.whowas)))
+
+    def _audience(self, u: User) -> set[int]:
+        """Workers holding anyone who shares a channel with ``u``, and u's own."""
+        workers = {u.worker}
+        for key in u.channels:
+            workers.update(self.channels[key].workers)
+        return workers
+
+    # -- channels ----------------------------------------------------------
+    def join(self, sid: int, name: str, password: str | None, now: float) -> dict[str, Any] | None:
+        u = self.users[sid]
+        if not is_valid_channel(name, self.chantypes, self.channel_len):
+            raise fail(numerics.ERR_NOSUCHCHANNEL, name, text="No such channel")
+        key = self.fold(name)
+        ch = self.channels.get(key)
+        if ch is not None and sid in ch.members:
+            return None
+        if self.max_channels and len(u.channels) >= self.max_channels:
+            raise fail(numerics.ERR_TOOMANYCHANNELS, name, text="You have joined too many channels")
+        if ch is None:
+            ch = self.channels[key] = Channel(name, key, now)
+            modes = "o"
+        else:
+            self._check_entry(ch, u, password)
+            modes = ""
+        ch.invites.discard(u.fold)
+        ch.members[sid] = modes
+        ch.workers[u.worker] += 1
+        u.channels.add(key)
+        self.emit(ch.workers, ("J", key, ch.name, sid, u.prefix, u.account or "*", u.realname))
+        return self.channel_info(ch)
+
+    def _check_entry(self, ch: Channel, u: User, password: str | None) -> None:
+        invited = u.fold in ch.invites
+        if ch.limit is not None and len(ch.members) >= ch.limit and not invited:
+            raise fail(numerics.ERR_CHANNELISFULL, ch.name, text="Cannot join channel (+l)")
+        if "i" in ch.modes and not invited:
+            raise fail(numerics.ERR_INVITEONLYCHAN, ch.name, text="Cannot join channel (+i)")
+        if ch.password is not None and password != ch.password:
+            raise fail(numerics.ERR_BADCHANNELKEY, ch.name, text="Cannot join channel (+k)")
+        if not invited and self.is_banned(ch, u):
+            raise fail(numerics.ERR_BANNEDFROMCHAN, ch.name, text="Cannot join channel (+b)")
+
+    def is_banned(self, ch: Channel, u: User) -> bool:
+        if not ch.bans:
+            return False
+        prefix = u.prefix
+        return any(mask_match(mask, prefix, self.casemapping) for mask, _, _ in ch.bans)
+
+    def channel_info(self, ch: Channel) -> dict[str, Any]:
+        return {
+            "name": ch.name,
+            "topic": ch.topic,
+            "topic_by": ch.topic_by,
+            "topic_at": ch.topic_at,
+            "secret": "s" in ch.modes,
+            "modes": "".join(sorted(ch.modes)) + ("k" if ch.password is not None else "")
+            + ("l" if ch.limit is not None else ""),
+            "created": ch.created,
+            "members": [
+                (self.users[sid].nick, self.users[sid].user, self.users[sid].host, modes,
+                 self.users[sid].away is not None)
+                for sid, modes in ch.members.items()
+            ],
+        }
+
+    def part(self, sid: int, name: str, reason: str) -> None:
+        u = self.users[sid]
+        ch = self._member_channel(u, name)
+        self.emit(ch.workers, ("P", ch.key, ch.name, sid, u.prefix, reason))
+        self._remove_member(ch, u)
+
+    def part_all(self, sid: int) -> None:
+        u = self.users[sid]
+        for key in list(u.channels):
+            self.part(sid, self.channels[key].name, "Left all channels")
+
+    def _member_channel(self, u: User, name: str) -> Channel:
+        ch = self.channels.get(self.fold(name))
+        if ch is None:
+            raise fail(numerics.ERR_NOSUCHCHANNEL, name, text="No such channel")
+        if u.sid not in ch.members:
+            raise fail(numerics.ERR_NOTONCHANNEL, ch.name, text="You're not on that channel")
+        return ch
+
+    def _remove_member(self, ch: Channel, u: User) -> None:
+        del ch.members[u.sid]
+        ch.workers[u.worker] -= 1
+        if ch.workers[u.worker] <= 0:
+            del ch.workers[u.worker]
+        u.channels.discard(ch.key)
+        if not ch.members:
+            del self.channels[ch.key]
+
+    def topic(self, sid: int, name: str, text: str | None, now: float) -> dict[str, Any] | None:
+        u = self.users[sid]
+        key = self.fold(name)
+        ch = self.channels.get(key)
+        if ch is None:
+            raise fail(numerics.ERR_NOSUCHCHANNEL, name, text="No such channel")
+        if text is None:
+            if "s" in ch.modes and sid not in ch.members:
+                raise fail(numerics.ERR_NOTONCHANNEL, ch.name, text="You're not on that channel")
+            return {"name": ch.name, "topic": ch.topic, "topic_by": ch.topic_by, "topic_at": ch.topic_at}
+        if sid not in ch.members:
+            raise fail(numerics.ERR_NOTONCHANNEL, ch.name, text="You're not on that channel")
+        if "t" in ch.modes and "o" not in ch.members[sid]:
+            raise fail(numerics.ERR_CHANOPRIVSNEEDED, ch.name, text="You're not channel operator")
+        ch.topic, ch.topic_by, ch.topic_at = text, u.prefix, now
+        self.emit(ch.workers, ("T", ch.key, ch.name, u.prefix, text))
+        return None
+
+    def names(self, sid: int, name: str) -> dict[str, Any] | None:
+        ch = self.channels.get(self.fold(name))
+        if ch is None or ("s" in ch.modes and sid not in ch.members):
+            return None
+        return self.channel_info(ch)
+
+    # -- messages (the hot path) ------------------------------------------
+    def check_send(self, sid: int, ch: Channel) -> None:
+        modes = ch.members.get(sid)
+        if modes is None:
+            if "n" in ch.modes:
+                raise fail(numerics.ERR_CANNOTSENDTOCHAN, ch.name, text="Cannot send to channel (no external messages)")
+            modes = ""
+        if modes:
+            return  # ops and voiced users may always speak
+        if "m" in ch.modes:
+            raise fail(numerics.ERR_CANNOTSENDTOCHAN, ch.name, text="Cannot send to channel (+m)")
+        if ch.bans and self.is_banned(ch, self.users[sid]):
+            raise fail(numerics.ERR_CANNOTSENDTOCHAN, ch.name, text="Cannot send to channel (+b)")
+
+    # -- queries -----------------------------------------------------------
+    def find(self, nick: str) -> User | None:
+        sid = self.nicks.get(self.fold(nick))
+        if sid is None:
+            return None
+        u = self.users[sid]
+        return u if u.registered else None
+
+    def count_registered(self) -> int:
+        return sum(1 for u in self.users.values() if u.registered)
+
+    def lusers(self) -> dict[str, Any]:
+        registered = self.count_registered()
+        return {
+            "users": registered,
+            "invisible": sum(1 for u in self.users.values() if u.registered and "i" in u.modes),
+            "unknown": len(self.users) - registered,
+            "operators": sum(1 for u in self.users.values() if "o" in u.modes),
+            "channels": len(self.channels),
+            "max_users": self.max_users,
+        }
+
+    def whois(self, sid: int, nick: str) -> dict[str, Any]:
+        u = self.find(nick)
+        if u is None:
+            raise fail(numerics.ERR_NOSUCHNICK, nick, text="No such nick/channel")
+        asker = self.users[sid]
+        chans = []
+        for key in u.channels:
+            ch = self.channels[key]
+            if "s" in ch.modes and key not in asker.channels and sid != u.sid:
+                continue
+            chans.append((ch.member_prefix(u.sid, multi=True), ch.name))
+        return {
+            "nick": u.nick, "user": u.user, "host": u.host, "ip": u.ip, "realname": u.realname,
+            "channels": chans, "away": u.away, "operator": "o" in u.modes, "account": u.account,
+            "signon": u.signon, "sid": u.sid, "worker": u.worker,
+        }
+
+    def whowas(self, nick: str) -> list[tuple[str, str, str, str, float]]:
+        return list(self.whowas.get(self.fold(nick), ()))
+
+    def ison(self, nicks: list[str]) -> list[str]:
+        return [u.nick for n in nicks if (u := self.find(n)) is not None]
+
+    def userhost(self, nicks: list[str]) -> list[tuple[str, bool, bool, str, str]]:
+        out = []
+        for n in nicks[:5]:
+            u = self.find(n)
+            if u is not None:
+                out.append((u.nick, "o" in u.modes, u.away is not None, u.user, u.host))
+        return out

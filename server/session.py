@@ -1,0 +1,221 @@
+"""One client connection, served by its own thread (:func:`handle_client`).
+
+The thread reads, decodes (``server.protocol.Decoder``), applies flood control
+and dispatches each message through the command table in
+:mod:`server.commands`. It never touches a Manager proxy: registry operations
+go through the worker's publisher as requests whose results come back through
+the subscriber, after the events they caused.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from server.protocol import Decoder, Message, RemoteProtocolError
+
+from .sendq import Output
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+_tokens = itertools.count(1)
+
+
+class ConnectionGone(Exception):
+    """The session is closing; stop handling its input."""
+
+
+class Pending:
+    """A registry request waiting for its result from the subscriber."""
+
+    __slots__ = ("event", "result")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.result: tuple[Any, ...] = ("timeout",)
+
+    def resolve(self, result: tuple[Any, ...]) -> None:
+        self.result = result
+        self.event.set()
+
+
+class Session:
+    """A client: its socket, its output, and what the server knows of it."""
+
+    def __init__(self, worker: Worker, sock: socket.socket, sid: int, ip: str, port: int) -> None:
+        self.worker = worker
+        self.config = worker.config
+        self.sock = sock
+        self.sid = sid
+        self.ip = ip
+        self.port = port
+        self.host = ip
+        self.out = Output(sock, self.config.sendq, worker.writer, self._sendq_exceeded)
+        self.decoder = Decoder()
+        # registration
+        self.nick = "*"
+        self.user = ""
+        self.realname = ""
+        self.password: str | None = None
+        self.nick_claimed = False
+        self.registered = False
+        self.cap_negotiating = False
+        self.cap_version = 0
+        self.caps: set[str] = set()
+        # delivery flags, derived from caps (read by the subscriber on the hot path)
+        self.tagmode = 0  # 0: no tags, 1: server-time only, 2: all tags
+        self.echo = False
+        self.away: str | None = None
+        self.modes: set[str] = set()
+        # liveness
+        now = time.monotonic()
+        self.created = now
+        self.last_active = now
+        self.signon = time.time()
+        self.ping_sent: float | None = None
+        self.closing: str | None = None
+        # flood control (token bucket)
+        self.flood_exempt = worker.is_flood_exempt(ip)
+        self.tokens = float(self.config.flood_burst)
+        self.tokens_at = now
+        self.throttled_since: float | None = None
+        # owned by the subscriber thread: output gathered during one bus batch
+        self.batchbuf: list[bytes] = []
+
+    # -- identity -----------------------------------------------------------
+    @property
+    def prefix(self) -> str:
+        return f"{self.nick}!{self.user}@{self.host}"
+
+    def caps_changed(self) -> None:
+        self.tagmode = 2 if "message-tags" in self.caps else 1 if "server-time" in self.caps else 0
+        self.echo = "echo-message" in self.caps
+
+    # -- output -------------------------------------------------------------
+    def send(self, msg: Message) -> None:
+        self.out.write(msg.to_bytes())
+
+    def send_raw(self, data: bytes) -> None:
+        self.out.write(data)
+
+    def numeric(self, numeric: str, *params: str) -> None:
+        """Send a numeric reply: ``:server NNN nick params...``."""
+        self.out.write(Message(numeric, (self.nick, *params), self.config.server_name).to_bytes())
+
+    def numerics(self, replies: list[tuple[str, ...]]) -> None:
+        """Several numerics in one write."""
+        src, nick = self.config.server_name, self.nick
+        self.out.write(b"".join(Message(r[0], (nick, *r[1:]), src).to_bytes() for r in replies))
+
+    def error(self, exc: RemoteProtocolError) -> None:
+        self.send(exc.reply(self.config.server_name, self.nick))
+
+    def _sendq_exceeded(self) -> None:
+        self.close("SendQ exceeded")
+
+    # -- registry requests (through the publisher) ---------------------------
+    def request(self, op: str, *args: Any, timeout: float = 15.0) -> Any:
+        """Run a registry operation in the bus order; return its result or raise
+        its RemoteProtocolError."""
+        token = next(_tokens)
+        pending = Pending()
+        self.worker.pending[token] = pending
+        self.worker.publish(("r", self.sid, token, op, args))
+        if not pending.event.wait(timeout):
+            self.worker.pending.pop(token, None)
+            raise ConnectionGone("the registry did not answer")
+        result = pending.result
+        if result[0] == "ok":
+            return result[1]
+        if result[0] == "err":
+            raise RemoteProtocolError(result[1], *result[2], text=result[3])
+        raise ConnectionGone("gone")
+
+    def notify(self, op: str, *args: Any) -> None:
+        """A registry operation whose result nobody waits for."""
+        self.worker.publish(("r", self.sid, 0, op, args))
+
+    # -- lifecycle ----------------------------------------------------------
+    def close(self, reason: str) -> None:
+        """Ask the session to end: ``ERROR`` to the client, then the socket is shut
+        so the client thread wakes and cleans up. Safe from any thread."""
+        if self.closing is not None:
+            return
+        self.closing = reason
+        self.out.last_words(f"ERROR :Closing Link: {self.host} ({reason})\r\n".encode())
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def throttle(self, backlog: int) -> float:
+        """Charge one line to the token bucket; return how long to hold it back.
+
+        A burst passes at once, then lines flow at the steady rate. A client that
+        stays throttled for ``flood_max_delay`` seconds, or has more lines waiting
+        than that many seconds would drain, is cut off with "Excess Flood"."""
+        cfg = self.config
+        now = time.monotonic()
+        self.tokens = min(float(cfg.flood_burst), self.tokens + (now - self.tokens_at) * cfg.flood_rate)
+        self.tokens_at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            self.throttled_since = None
+            return 0.0
+        if self.throttled_since is None:
+            self.throttled_since = now
+        if now - self.throttled_since > cfg.flood_max_delay or backlog / cfg.flood_rate > cfg.flood_max_delay:
+            raise ConnectionGone("Excess Flood")
+        delay = (1.0 - self.tokens) / cfg.flood_rate
+        self.tokens = 0.0
+        self.tokens_at = now + delay
+        return delay
+
+
+def handle_client(session: Session) -> None:
+    """The client's thread: read, parse, act; clean up however it ends."""
+    from .commands import dispatch
+
+    sock = session.sock
+    worker = session.worker
+    reason = "Connection closed"
+    try:
+        worker.publish(("r", session.sid, 0, "connect", (session.sid, worker.index, session.ip, session.host)))
+        while session.closing is None:
+            try:
+                data = sock.recv(16384)
+            except OSError as exc:
+                reason = f"Read error: {exc.strerror or exc}"
+                break
+            if not data:
+                break
+            session.last_active = time.monotonic()
+            session.ping_sent = None
+            items = session.decoder.feed(data)
+            for i, item in enumerate(items):
+                if isinstance(item, RemoteProtocolError):
+                    session.error(item)
+                    continue
+                if not session.flood_exempt:
+                    delay = session.throttle(len(items) - i)
+                    if delay:
+                        time.sleep(delay)
+                dispatch(session, item)
+                if session.closing is not None:
+                    break
+    except ConnectionGone as exc:
+        reason = str(exc)
+        session.close(reason)
+    except Exception:
+        log.exception("client %s: unexpected error", session.ip)
+        reason = "Internal error"
+        session.close(reason)
+    finally:
+        worker.end_session(session, session.closing or reason)

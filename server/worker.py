@@ -1,0 +1,420 @@
+"""A worker process: a thread per client, one publisher, one subscriber.
+
+The acceptor hands it sockets over a ``SOCK_SEQPACKET`` socketpair; each one
+becomes a :class:`~server.session.Session` served by its own thread
+(:func:`~server.session.handle_client`). Only the publisher and subscriber
+threads hold Manager proxies.
+
+Threads, and what each owns:
+
+* main: receives fds, starts client threads, handles signals;
+* publisher: batches what clients send into one ``bus.publish()`` call;
+* subscriber: ``bus.fetch()``; keeps the local replica (which local client is in
+  which channel) and delivers: one write per client per batch;
+* writer (:mod:`server.sendq`): flushes SendQs of clients whose socket was full;
+* timer: registration timeout, PING on idle, ping timeout, heartbeat.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import queue
+import secrets
+import selectors
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+from server.protocol import Message, RemoteProtocolError
+
+from . import config as config_mod
+from .config import Config
+from .logs import setup_logging
+from .manager import BusProxy, connect_bus
+from .sendq import Writer
+from .session import Pending, Session, handle_client
+
+log = logging.getLogger(__name__)
+
+BOOT_ERROR = 3
+
+
+class Worker:
+    def __init__(self, index: int, config: Config, argv: list[str], bus_address: Any, authkey: bytes,
+                 handoff: socket.socket, heartbeat: Any) -> None:
+        self.index = index
+        self.config = config
+        self.argv = argv
+        self.bus_address = bus_address
+        self.authkey = authkey
+        self.handoff = handoff
+        self.heartbeat = heartbeat
+        self.sessions: dict[int, Session] = {}
+        self.pending: dict[int, Pending] = {}
+        self.outq: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        # local replica: channel key -> {sid: Session} for local members, and names
+        self.channels: dict[str, dict[int, Session]] = {}
+        self.channel_names: dict[str, str] = {}
+        self.writer = Writer()
+        self.running = True
+        self._sid_base = (os.getpid() & 0xFFFFFF) << 32
+        self._sid_next = 0
+        self._sid_lock = threading.Lock()
+        self.msgid_prefix = secrets.token_hex(3) + f"{index:x}"
+        self._flood_exempt = config.networks("flood_exempt")
+        self.deliveries = 0
+
+    # -- helpers for sessions -------------------------------------------------
+    def is_flood_exempt(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self._flood_exempt)
+
+    def publish(self, item: tuple[Any, ...]) -> None:
+        self.outq.put(item)
+
+    def new_sid(self) -> int:
+        with self._sid_lock:
+            self._sid_next += 1
+            return self._sid_base | self._sid_next
+
+    def end_session(self, session: Session, reason: str) -> None:
+        """Last act of a client thread: forget the client everywhere."""
+        session.closing = session.closing or reason
+        session.out.close()
+        try:
+            session.sock.close()
+        except OSError:
+            pass
+        self.sessions.pop(session.sid, None)
+        if session.registered:
+            log.info("client %s:%s (%s) left: %s", session.ip, session.port, session.nick, reason)
+        quit_reason = reason if reason.startswith(("Quit", "Ping", "SendQ", "Excess", "Killed")) else reason
+        self.publish(("r", session.sid, 0, "disconnect", (session.sid, quit_reason)))
+        try:
+            self.handoff.send(b"C" + session.ip.encode())
+        except OSError:
+            pass
+
+    # -- threads --------------------------------------------------------------
+    def publisher(self) -> None:
+        bus = connect_bus(self.bus_address, self.authkey)
+        limit = self.config.bus_batch
+        get = self.outq.get
+        get_nowait = self.outq.get_nowait
+        while self.running:
+            try:
+                first = get(timeout=0.5)
+            except queue.Empty:
+                continue
+            batch = [first]
+            try:
+                while len(batch) < limit:
+                    batch.append(get_nowait())
+            except queue.Empty:
+                pass
+            try:
+                bus.publish(self.index, batch)
+            except (EOFError, OSError, BrokenPipeError):
+                if self.running:
+                    log.error("publisher: lost the manager")
+                    os._exit(1)
+                return
+
+    def subscriber(self) -> None:
+        bus: BusProxy = connect_bus(self.bus_address, self.authkey)
+        while self.running:
+            try:
+                batch = bus.fetch(self.index, 0.5)
+            except (EOFError, OSError, BrokenPipeError):
+                if self.running:
+                    log.error("subscriber: lost the manager")
+                    os._exit(1)
+                return
+            if batch:
+                try:
+                    self.deliver(batch)
+                except Exception:
+                    log.exception("subscriber: delivery failed")
+
+    def deliver(self, batch: list[tuple[Any, ...]]) -> None:
+        """Apply one bus batch: one write per touched client at the end (or
+        before a result, so a client sees what its request caused first)."""
+        touched: list[Session] = []
+        sessions = self.sessions
+        channels = self.channels
+        count = 0
+
+        def put(s: Session, data: bytes) -> None:
+            buf = s.batchbuf
+            if not buf:
+                touched.append(s)
+            buf.append(data)
+
+        def flush() -> None:
+            for s in touched:
+                data = b"".join(s.batchbuf)
+                s.batchbuf.clear()
+                s.out.write(data)
+            touched.clear()
+
+        for item in batch:
+            kind = item[0]
+            if kind == "D":
+                _, key, sender, mkind, tags_full, tags_time, body = item
+                members = channels.get(key)
+                variants = (body, tags_time + body, tags_full + body)
+                tagmsg = mkind == "T"
+                if members:
+                    for sid, s in members.items():
+                        if (sid == sender and not s.echo) or (tagmsg and s.tagmode != 2):
+                            continue
+                        buf = s.batchbuf
+                        if not buf:
+                            touched.append(s)
+                        buf.append(variants[s.tagmode])
+                        count += 1
+                if members is None or sender not in members:
+                    s = sessions.get(sender)
+                    if s is not None and s.echo and not (tagmsg and s.tagmode != 2):
+                        put(s, variants[s.tagmode])
+            elif kind == "U":
+                _, to, sender, mkind, tags_full, tags_time, body = item
+                variants = (body, tags_time + body, tags_full + body)
+                tagmsg = mkind == "T"
+                s = sessions.get(to)
+                if s is not None and not (tagmsg and s.tagmode != 2) and (to != sender or s.echo):
+                    put(s, variants[s.tagmode])
+                    count += 1
+                if to != sender:
+                    s = sessions.get(sender)
+                    if s is not None and s.echo and not (tagmsg and s.tagmode != 2):
+                        put(s, variants[s.tagmode])
+            elif kind == "R":
+                flush()
+                pending = self.pending.pop(item[1], None)
+                if pending is not None:
+                    pending.resolve(item[2])
+            elif kind == "X":
+                _, sid, numeric, params, text = item
+                s = sessions.get(sid)
+                if s is not None:
+                    put(s, Message(numeric, (s.nick, *params, text), self.config.server_name).to_bytes())
+            else:
+                count += self.apply_event(item, put)
+        flush()
+        self.deliveries += count
+
+    def apply_event(self, item: tuple[Any, ...], put: Any) -> int:
+        """A state event: update the local replica and tell the local clients."""
+        kind = item[0]
+        channels = self.channels
+        n = 0
+        if kind == "J":
+            _, key, name, sid, prefix, account, realname = item
+            s = self.sessions.get(sid)
+            members = channels.get(key)
+            if s is not None:
+                if members is None:
+                    members = channels[key] = {}
+                    self.channel_names[key] = name
+                members[sid] = s
+            if members:
+                plain = f":{prefix} JOIN {name}\r\n".encode()
+                extended = Message("JOIN", (name, account, realname), prefix).to_bytes()
+                for m in members.values():
+                    put(m, extended if "extended-join" in m.caps else plain)
+                    n += 1
+        elif kind == "P":
+            _, key, name, sid, prefix, reason = item
+            members = channels.get(key)
+            if members:
+                line = Message("PART", (name, reason) if reason else (name,), prefix).to_bytes()
+                for m in members.values():
+                    put(m, line)
+                    n += 1
+                self._leave(key, sid)
+        elif kind == "Q":
+            _, sid, prefix, reason, keys = item
+            line = Message("QUIT", (reason,), prefix).to_bytes()
+            seen: set[int] = {sid}
+            for key in keys:
+                for msid, m in channels.get(key, {}).items():
+                    if msid not in seen:
+                        seen.add(msid)
+                        put(m, line)
+                        n += 1
+                self._leave(key, sid)
+        elif kind == "N":
+            _, sid, old_prefix, nick, keys = item
+            line = Message("NICK", (nick,), old_prefix).to_bytes()
+            seen = set()
+            me = self.sessions.get(sid)
+            if me is not None:
+                seen.add(sid)
+                put(me, line)
+            for key in keys:
+                for msid, m in channels.get(key, {}).items():
+                    if msid not in seen:
+                        seen.add(msid)
+                        put(m, line)
+                        n += 1
+        elif kind == "T":
+            _, key, name, prefix, topic = item
+            line = Message("TOPIC", (name, topic), prefix).to_bytes()
+            for m in channels.get(key, {}).values():
+                put(m, line)
+                n += 1
+        else:
+            log.warning("subscriber: unknown bus item %r", kind)
+        return n
+
+    def _leave(self, key: str, sid: int) -> None:
+        members = self.channels.get(key)
+        if members is not None:
+            members.pop(sid, None)
+            if not members:
+                del self.channels[key]
+                self.channel_names.pop(key, None)
+
+    def timer(self) -> None:
+        """Heartbeat, registration timeout, idle PING and ping timeout."""
+        cfg = self.config
+        while self.running:
+            self.heartbeat.value = time.time()
+            now = time.monotonic()
+            for s in list(self.sessions.values()):
+                if s.closing is not None:
+                    continue
+                if not s.registered:
+                    if now - s.created > cfg.registration_timeout:
+                        s.close("Registration timed out")
+                    continue
+                idle = now - s.last_active
+                if s.ping_sent is not None:
+                    if now - s.ping_sent > cfg.ping_timeout:
+                        s.close(f"Ping timeout: {int(now - s.last_active)} seconds")
+                elif idle > cfg.ping_interval:
+                    s.ping_sent = now
+                    s.send_raw(f"PING :{cfg.server_name}\r\n".encode())
+            time.sleep(1.0)
+
+    # -- main thread ----------------------------------------------------------
+    def start_server(self) -> None:
+        """Prepare the threads, then accept handed-over sockets, a thread each."""
+        threading.stack_size(self.config.thread_stack_kib * 1024)
+        self.writer.start()
+        for target in (self.publisher, self.subscriber, self.timer):
+            threading.Thread(target=target, name=target.__name__, daemon=True).start()
+        rfd, wfd = os.pipe()
+        os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
+        signal.set_wakeup_fd(wfd)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload())
+        sel = selectors.DefaultSelector()
+        sel.register(self.handoff, selectors.EVENT_READ)
+        sel.register(rfd, selectors.EVENT_READ)
+        self.handoff.setblocking(False)
+        log.info("worker %d ready (pid %d)", self.index, os.getpid())
+        while not stop.is_set():
+            for key, _ in sel.select(1.0):
+                if key.fileobj == rfd:
+                    try:
+                        os.read(rfd, 512)
+                    except OSError:
+                        pass
+                    continue
+                self.receive_sockets()
+        self.shutdown()
+
+    def receive_sockets(self) -> None:
+        while True:
+            try:
+                data, fds, flags, _ = socket.recv_fds(self.handoff, 256, 16)
+            except BlockingIOError:
+                return
+            if not data and not fds:
+                log.error("worker %d: the acceptor went away", self.index)
+                os._exit(1)
+            if flags & socket.MSG_CTRUNC:
+                for fd in fds:
+                    os.close(fd)
+                log.critical("worker %d: control data truncated while receiving sockets", self.index)
+                os._exit(1)
+            for fd in fds:
+                os.set_inheritable(fd, False)
+                ip, _, port = data.decode().rpartition(" ")
+                self.start_session(fd, ip, int(port or 0))
+
+    def start_session(self, fd: int, ip: str, port: int) -> None:
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(True)
+        session = Session(self, sock, self.new_sid(), ip, port)
+        self.sessions[session.sid] = session
+        thread = threading.Thread(target=handle_client, args=(session,), name=f"client-{port}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            log.error("worker %d: cannot start a thread for %s", self.index, ip)
+            self.sessions.pop(session.sid, None)
+            session.out.last_words(b"ERROR :Server is full\r\n")
+            sock.close()
+            self.handoff.send(b"C" + ip.encode())
+
+    def reload(self) -> None:
+        try:
+            new = config_mod.load(self.argv)
+        except (SystemExit, OSError, ValueError) as exc:
+            log.error("worker %d: configuration not reloaded: %s", self.index, exc)
+            return
+        self.config = new
+        for s in list(self.sessions.values()):
+            s.config = new
+        log.info("worker %d: configuration reloaded", self.index)
+
+    def shutdown(self) -> None:
+        """SIGTERM: tell every client, then go."""
+        self.running = False
+        line = b"ERROR :Server shutting down\r\n"
+        for s in list(self.sessions.values()):
+            s.closing = "Server shutting down"
+            s.out.last_words(line)
+            try:
+                s.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        log.info("worker %d stopped", self.index)
+
+
+def run_worker(index: int, config: Config, argv: list[str], bus_address: Any, authkey: bytes,
+               handoff: socket.socket, heartbeat: Any, close_fds: list[int]) -> None:
+    """Process entry point."""
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    setup_logging(config, f"worker-{index}")
+    try:
+        worker = Worker(index, config, argv, bus_address, authkey, handoff, heartbeat)
+    except Exception:
+        logging.getLogger(__name__).exception("worker %d failed to boot", index)
+        os._exit(BOOT_ERROR)
+    try:
+        worker.start_server()
+    finally:
+        logging.shutdown()
+    os._exit(0)
+
+
+__all__ = ["Worker", "run_worker", "BOOT_ERROR", "RemoteProtocolError"]
