@@ -8,6 +8,7 @@ mistakes instead of building error lines.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -24,6 +25,8 @@ from server.protocol import (
 
 if TYPE_CHECKING:
     from .session import Session
+
+log = logging.getLogger(__name__)
 
 VERSION = "chatroom-0.1.0"
 CREATED = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -172,6 +175,7 @@ def try_register(s: Session) -> None:
     lusers_data = s.request("register", s.sid, s.user, s.realname, time.time())
     s.registered = True
     s.caps_changed()
+    log.info("client %s:%d registered as %s", s.ip, s.port, s.nick)
     replies: list[tuple[str, ...]] = [
         (N.RPL_WELCOME, f"Welcome to the {cfg.network} IRC Network {s.prefix}"),
         (N.RPL_YOURHOST, f"Your host is {cfg.server_name}, running version {VERSION}"),

@@ -50,6 +50,7 @@ class Config:
     ping_interval: float = 120.0
     ping_timeout: float = 60.0
     sendq: int = 1 << 20
+    socket_sndbuf: int = 0
     # -- flood control: a token bucket of lines per client
     flood_burst: int = 20
     flood_rate: float = 4.0

@@ -94,6 +94,8 @@ class Supervisor:
             lsock.close()  # the acceptor has them now
         ready.wait(10)
         self.wait_for_workers()
+        if self.stopping:
+            return
         log.info("listening on %s:%d with %d workers (pid %d)", cfg.host, self.port, cfg.workers, os.getpid())
 
     def spawn_worker(self, index: int, w_end: socket.socket, close_fds: list[int]) -> None:

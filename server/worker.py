@@ -358,6 +358,8 @@ class Worker:
     def start_session(self, fd: int, ip: str, port: int) -> None:
         sock = socket.socket(fileno=fd)
         sock.setblocking(True)
+        if self.config.socket_sndbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.socket_sndbuf)
         session = Session(self, sock, self.new_sid(), ip, port)
         self.sessions[session.sid] = session
         thread = threading.Thread(target=handle_client, args=(session,), name=f"client-{port}", daemon=True)

@@ -1,0 +1,139 @@
+"""Two clients on different workers chat in a channel and privately."""
+
+from __future__ import annotations
+
+from tests.conftest import Server
+
+
+def test_channel_and_private_chat_across_workers(server: Server) -> None:
+    alice = server.client("alice", caps=("echo-message", "server-time", "message-tags"))
+    bob = server.client("bob")
+    assert server.worker_of("alice") != server.worker_of("bob")
+    alice.join("#Lobby")
+    bob.join("#lobby")
+    join = alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    assert join.params[0] == "#Lobby"
+
+    alice.send("@+typing=active PRIVMSG #lobby :hello bob 👋")
+    echo = alice.expect("PRIVMSG")
+    assert echo.params == ("#Lobby", "hello bob 👋")
+    assert "time" in echo.tags and "msgid" in echo.tags and echo.tags["+typing"] == "active"
+    got = bob.expect("PRIVMSG")
+    assert got.source == "alice!~alice@127.0.0.1"
+    assert got.params == ("#Lobby", "hello bob 👋")
+    assert got.tags == {}, "bob asked for no tags"
+
+    bob.send("PRIVMSG alice :psst")
+    pm = alice.expect("PRIVMSG")
+    assert pm.source.startswith("bob!") and pm.params == ("alice", "psst")
+    bob.sync()
+    assert not [m for m in bob.drain() if m.verb == "PRIVMSG"], "no echo without echo-message"
+
+
+def test_errors_for_bad_targets(server: Server) -> None:
+    alice = server.client("alice")
+    alice.send("PRIVMSG nobody :hi")
+    assert alice.expect("401").params[1] == "nobody"
+    alice.send("PRIVMSG #nowhere :hi")
+    assert alice.expect("403").params[1] == "#nowhere"
+    alice.send("PRIVMSG")
+    alice.expect("411")
+    alice.send("PRIVMSG alice")
+    alice.expect("412")
+    alice.send("NOTICE nobody :hi")
+    alice.send("FOOBAR x")
+    assert alice.expect("421").params[1] == "FOOBAR"
+    alice.send("JOIN")
+    assert alice.expect("461").params[1] == "JOIN"
+    alice.sync()
+    assert not [m for m in alice.drain() if m.verb == "401"], "NOTICE never gets an automatic reply"
+
+
+def test_outside_messages_refused_by_default(server: Server) -> None:
+    alice = server.client("alice")
+    bob = server.client("bob")
+    alice.join("#room")
+    bob.send("PRIVMSG #room :let me in")
+    assert bob.expect("404").params[1] == "#room"
+
+
+def test_nick_change_seen_once_by_each_peer(server: Server) -> None:
+    alice = server.client("alice")
+    bob = server.client("bob")
+    alice.join("#a")
+    alice.join("#b")
+    bob.join("#a")
+    bob.join("#b")
+    bob.send("NICK robert")
+    assert bob.expect("NICK").params == ("robert",)
+    change = alice.expect("NICK")
+    assert change.source.startswith("bob!") and change.params == ("robert",)
+    alice.sync()
+    assert not [m for m in alice.drain() if m.verb == "NICK"], "one NICK line, not one per channel"
+    alice.send("PRIVMSG robert :renamed")
+    assert bob.expect("PRIVMSG").params[1] == "renamed"
+
+
+def test_quit_reason_shown_and_nick_freed(server: Server) -> None:
+    alice = server.client("alice")
+    bob = server.client("bob")
+    alice.join("#q")
+    bob.join("#q")
+    bob.send("QUIT :see you")
+    err = bob.expect("ERROR")
+    assert "see you" in err.params[0]
+    q = alice.expect("QUIT")
+    assert q.source.startswith("bob!") and q.params == ("Quit: see you",)
+    again = server.client("bob")
+    again.join("#q")
+
+
+def test_nick_collision_across_workers(server: Server) -> None:
+    server.client("alice")
+    other = server.client()
+    other.send("NICK ALICE")
+    assert other.expect("433").params[1] == "ALICE"
+    other.send("NICK Alice[1]")
+    other.send("NICK alice{1}")  # rfc1459: [ and { are the same letter
+    other.send("USER x 0 * :x")
+    other.expect("001")
+    third = server.client()
+    third.send("NICK alice[1]")
+    assert third.expect("433")
+
+
+def test_join_several_channels_with_keys_and_join_zero(server: Server) -> None:
+    alice = server.client("alice")
+    alice.send("JOIN #one,#two,#three")
+    for name in ("#one", "#two", "#three"):
+        assert alice.expect("JOIN").params[0] == name
+        assert alice.expect("366").params[1] == name
+    alice.send("JOIN 0")
+    parted = {alice.expect("PART").params[0] for _ in range(3)}
+    assert parted == {"#one", "#two", "#three"}
+
+
+def test_names_topic_and_whois(server: Server) -> None:
+    alice = server.client("alice", caps=("multi-prefix",))
+    bob = server.client("bob")
+    alice.join("#t")
+    bob.join("#t")
+    bob.send("TOPIC #t :no ops")
+    assert bob.expect("482").params[1] == "#t"
+    alice.send("TOPIC #t :Welcome all")
+    assert bob.expect("TOPIC").params == ("#t", "Welcome all")
+    assert alice.expect("TOPIC").params == ("#t", "Welcome all")
+    bob.send("TOPIC #t")
+    assert bob.expect("332").params[2] == "Welcome all"
+    assert bob.expect("333").params[2].startswith("alice!")
+    bob.send("NAMES #t")
+    names = bob.expect("353")
+    assert sorted(names.params[3].split()) == ["@alice", "bob"]
+    bob.expect("366")
+    bob.send("WHOIS alice")
+    assert bob.expect("311").params[1:4] == ("alice", "~alice", "127.0.0.1")
+    assert bob.expect("319").params[2] == "@#t"
+    bob.expect("318")
+    carol = server.client("carol")
+    carol.join("#t")
+    assert carol.expect("332").params[2] == "Welcome all"
