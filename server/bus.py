@@ -23,6 +23,7 @@ Items a worker receives: ``D`` (channel delivery), ``U`` (private delivery),
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -32,11 +33,14 @@ from server.protocol import RemoteProtocolError, numerics
 
 from .registry import Registry
 
+log = logging.getLogger(__name__)
+
 # Registry operations a worker may ask for, by name.
 OPS = frozenset({
     "connect", "claim_nick", "register", "disconnect", "join", "part", "part_all", "topic",
     "names", "whois", "whowas", "ison", "userhost", "lusers", "set_away", "set_user_mode",
-    "set_realname",
+    "set_realname", "mode", "mode_info", "mode_list", "kick", "invite", "list_channels", "who",
+    "kill", "wallops", "kline", "unkline", "list_klines",
 })
 
 
@@ -54,11 +58,13 @@ class Bus:
             casemapping=settings.get("casemapping", "rfc1459"),
             channel_len=int(settings.get("channel_len", 64)),
             max_channels=int(settings.get("max_channels", 0)),
+            max_list=int(settings.get("max_list", 100)),
         )
         self._touched: set[int] = set()
         self.published = 0
         self.batches = 0
         self.started = time.time()
+        self.now = self.started
 
     # -- wiring ------------------------------------------------------------
     def _inbox(self, worker: int) -> list[tuple[Any, ...]]:
@@ -78,11 +84,15 @@ class Bus:
         """Apply a batch in order; return the deepest inbox it touched."""
         with self.lock:
             self._touched.clear()
+            self.now = time.time()
             for item in batch:
-                if item[0] == "m":
-                    self._message(worker, item)
-                else:
-                    self._request(worker, item)
+                try:
+                    if item[0] == "m":
+                        self._message(worker, item)
+                    else:
+                        self._request(worker, item)
+                except Exception:
+                    log.exception("bus: item %r failed", item[:4])
             self.published += len(batch)
             self.batches += 1
             touched = list(self._touched)
@@ -151,6 +161,10 @@ class Bus:
         except KeyError:
             # The user vanished meanwhile (its worker was dropped); nothing to do.
             result = ("gone",)
+        except Exception:
+            # A bug in one operation must not take the batch (or the bus) down.
+            log.exception("bus: operation %s failed", op)
+            result = ("err", numerics.ERR_UNKNOWNERROR, (op.upper(),), "Internal error")
         if token:
             self._inbox(worker).append(("R", token, result))
             self._touched.add(worker)
@@ -158,6 +172,9 @@ class Bus:
     def _message(self, worker: int, item: tuple[Any, ...]) -> None:
         _, sid, target, is_channel, kind, tags_full, tags_time, body = item
         reg = self.registry
+        sender = reg.users.get(sid)
+        if sender is not None:
+            sender.last_active = self.now
         try:
             if is_channel:
                 ch = reg.channels.get(target)

@@ -20,6 +20,8 @@ from server.protocol import (
     format_tags,
     is_channel,
     is_valid_nick,
+)
+from server.protocol import (
     numerics as N,
 )
 
@@ -30,10 +32,12 @@ log = logging.getLogger(__name__)
 
 VERSION = "chatroom-0.1.0"
 CREATED = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-CAPS = ("cap-notify", "echo-message", "extended-join", "message-tags", "multi-prefix", "server-time",
-        "userhost-in-names")
-USER_MODES = "io"
-CHANNEL_MODES = "biklmnstov"
+CAPS = ("away-notify", "cap-notify", "echo-message", "extended-join", "invite-notify", "message-tags",
+        "multi-prefix", "server-time", "setname", "standard-replies", "userhost-in-names")
+USER_MODES = "iow"
+CHANNEL_MODES = "beIiklmnostv"
+# CHANMODES types: A (lists), B (always a parameter), C (parameter when set), D (flags)
+LIST_MODES, PARAM_MODES, SET_PARAM_MODES, FLAG_MODES, PREFIX_MODES = "beI", "k", "l", "imnst", "ov"
 
 Handler = Callable[["Session", Message], None]
 
@@ -83,11 +87,13 @@ def server_time(now: float | None = None) -> str:
 def isupport(s: Session) -> list[str]:
     c = s.config
     return [
-        "AWAYLEN=%d" % c.away_len, "CASEMAPPING=rfc1459", "CHANLIMIT=#:%d" % (c.max_channels or 999),
-        "CHANMODES=b,k,l,imnst", "CHANNELLEN=%d" % c.channel_len, "CHANTYPES=#", "ELIST=U",
-        "KICKLEN=%d" % c.kick_len, "MAXTARGETS=%d" % c.max_targets, "MODES=4", "NETWORK=%s" % c.network,
-        "NICKLEN=%d" % c.nick_len, "PREFIX=(ov)@+", "STATUSMSG=@+", "TARGMAX=PRIVMSG:%d,NOTICE:%d,JOIN:,PART:"
-        % (c.max_targets, c.max_targets), "TOPICLEN=%d" % c.topic_len, "USERLEN=%d" % c.user_len, "UTF8ONLY",
+        f"AWAYLEN={c.away_len}", "CASEMAPPING=rfc1459", f"CHANLIMIT=#:{c.max_channels or ''}",
+        "CHANMODES=beI,k,l,imnst", f"CHANNELLEN={c.channel_len}", "CHANTYPES=#", "ELIST=MNU", "EXCEPTS=e",
+        "INVEX=I", f"KICKLEN={c.kick_len}", f"MAXLIST=beI:{c.max_list}", f"MAXTARGETS={c.max_targets}",
+        f"MODES={c.max_modes}", f"NETWORK={c.network}", f"NICKLEN={c.nick_len}", "PREFIX=(ov)@+",
+        "SAFELIST", "STATUSMSG=@+",
+        f"TARGMAX=PRIVMSG:{c.max_targets},NOTICE:{c.max_targets},TAGMSG:{c.max_targets},JOIN:,PART:,KICK:1,WHOIS:1",
+        f"TOPICLEN={c.topic_len}", f"USERLEN={c.user_len}", "UTF8ONLY", "WHOX",
     ]
 
 
@@ -172,7 +178,14 @@ def try_register(s: Session) -> None:
         s.numeric(N.ERR_PASSWDMISMATCH, "Password incorrect")
         s.close("Bad password")
         return
-    lusers_data = s.request("register", s.sid, s.user, s.realname, time.time())
+    try:
+        lusers_data = s.request("register", s.sid, s.user, s.realname, time.time())
+    except RemoteProtocolError as exc:
+        if exc.numeric == N.ERR_YOUREBANNEDCREEP:
+            s.error(exc)
+            s.close(exc.text)
+            return
+        raise
     s.registered = True
     s.caps_changed()
     log.info("client %s:%d registered as %s", s.ip, s.port, s.nick)
@@ -180,7 +193,7 @@ def try_register(s: Session) -> None:
         (N.RPL_WELCOME, f"Welcome to the {cfg.network} IRC Network {s.prefix}"),
         (N.RPL_YOURHOST, f"Your host is {cfg.server_name}, running version {VERSION}"),
         (N.RPL_CREATED, f"This server was created {CREATED}"),
-        (N.RPL_MYINFO, cfg.server_name, VERSION, USER_MODES, CHANNEL_MODES, "bklov"),
+        (N.RPL_MYINFO, cfg.server_name, VERSION, USER_MODES, CHANNEL_MODES, "beIklov"),
     ]
     tokens = isupport(s)
     for i in range(0, len(tokens), 12):
@@ -228,7 +241,12 @@ def pong(s: Session, msg: Message) -> None:
 @command("QUIT", 0, pre_registration=True)
 def quit_(s: Session, msg: Message) -> None:
     reason = msg.params[0] if msg.params else ""
-    s.close(f"Quit: {reason}" if reason else "Quit")
+    reason = f"Quit: {reason}" if reason else "Quit"
+    # Forget the client before the socket closes: once a client sees its
+    # connection end after QUIT, its nick is free again.
+    s.request("disconnect", s.sid, reason)
+    s.forgotten = True
+    s.close(reason)
 
 
 @command("LUSERS")
@@ -404,20 +422,23 @@ def whois(s: Session, msg: Message) -> None:
         s.numeric(N.RPL_ENDOFWHOIS, target, "End of /WHOIS list")
         return
     cfg = s.config
-    r: list[tuple[str, ...]] = [(N.RPL_WHOISUSER, d["nick"], d["user"], d["host"], "*", d["realname"])]
+    nick_ = d["nick"]
+    r: list[tuple[str, ...]] = [(N.RPL_WHOISUSER, nick_, d["user"], d["host"], "*", d["realname"])]
     if d["channels"]:
-        r.append((N.RPL_WHOISCHANNELS, d["nick"], " ".join(p + n for p, n in d["channels"])))
-    r.append((N.RPL_WHOISSERVER, d["nick"], cfg.server_name, cfg.network))
+        r.append((N.RPL_WHOISCHANNELS, nick_, " ".join(p + n for p, n in d["channels"])))
+    r.append((N.RPL_WHOISSERVER, nick_, cfg.server_name, cfg.network))
     if d["away"]:
-        r.append((N.RPL_AWAY, d["nick"], d["away"]))
+        r.append((N.RPL_AWAY, nick_, d["away"]))
     if d["operator"]:
-        r.append((N.RPL_WHOISOPERATOR, d["nick"], "is an IRC operator"))
+        r.append((N.RPL_WHOISOPERATOR, nick_, "is an IRC operator"))
     if d["account"]:
-        r.append((N.RPL_WHOISACCOUNT, d["nick"], d["account"], "is logged in as"))
-    local = s.worker.sessions.get(d["sid"])
-    idle = int(time.monotonic() - local.last_active) if local is not None else 0
-    r.append((N.RPL_WHOISIDLE, d["nick"], str(idle), str(int(d["signon"])), "seconds idle, signon time"))
-    r.append((N.RPL_ENDOFWHOIS, d["nick"], "End of /WHOIS list"))
+        r.append((N.RPL_WHOISACCOUNT, nick_, d["account"], "is logged in as"))
+    if "o" in s.modes or d["sid"] == s.sid:
+        r.append((N.RPL_WHOISMODES, nick_, f"is using modes +{d['modes']}"))
+        r.append((N.RPL_WHOISACTUALLY, nick_, f"{d['user']}@{d['ip']}", d["ip"], "Actual user@host, Actual IP"))
+    idle = max(0, int(time.time() - (d["last_active"] or d["signon"])))
+    r.append((N.RPL_WHOISIDLE, nick_, str(idle), str(int(d["signon"])), "seconds idle, signon time"))
+    r.append((N.RPL_ENDOFWHOIS, nick_, "End of /WHOIS list"))
     s.numerics(r)
 
 
@@ -432,25 +453,56 @@ def whowas(s: Session, msg: Message) -> None:
     s.numerics(r)
 
 
+WHOX_ORDER = "tcuihsnfdlaor"
+
+
 @command("WHO")
 def who(s: Session, msg: Message) -> None:
     mask = msg.params[0] if msg.params else "*"
+    fields, token = "", ""
+    if len(msg.params) > 1 and msg.params[1].startswith("%"):
+        fields, _, token = msg.params[1][1:].partition(",")
+    rows = s.request("who", s.sid, mask)
+    cfg = s.config
     r: list[tuple[str, ...]] = []
-    if is_channel(mask, "#"):
-        info = s.request("names", s.sid, mask)
-        if info is not None:
-            for nick_, user_, host_, modes, away in info["members"]:
-                flags = ("G" if away else "H") + ("@" if "o" in modes else "+" if "v" in modes else "")
-                r.append((N.RPL_WHOREPLY, info["name"], user_, host_, s.config.server_name, nick_, flags, "0 *"))
-    else:
-        try:
-            d = s.request("whois", s.sid, mask)
-            flags = ("G" if d["away"] else "H") + ("*" if d["operator"] else "")
-            r.append((N.RPL_WHOREPLY, "*", d["user"], d["host"], s.config.server_name, d["nick"], flags,
-                      f"0 {d['realname']}"))
-        except RemoteProtocolError:
-            pass
+    now = time.time()
+    for row in rows:
+        flags = ("G" if row["away"] else "H") + ("*" if row["oper"] else "")
+        prefix = ("@" if "o" in row["modes"] else "") + ("+" if "v" in row["modes"] else "")
+        flags += prefix if "multi-prefix" in s.caps else prefix[:1]
+        if not fields:
+            r.append((N.RPL_WHOREPLY, row["channel"], row["user"], row["host"], cfg.server_name, row["nick"],
+                      flags, f"0 {row['realname']}"))
+            continue
+        values = {
+            "t": token or "0", "c": row["channel"], "u": row["user"],
+            "i": row["ip"] if "o" in s.modes else "255.255.255.255", "h": row["host"], "s": cfg.server_name,
+            "n": row["nick"], "f": flags, "d": "0", "l": str(max(0, int(now - row["idle"]))) if row["idle"] else "0",
+            "a": row["account"] or "0", "o": "n/a", "r": row["realname"],
+        }
+        out = [values[f] for f in WHOX_ORDER if f in fields] or [""]
+        # only the last field (the realname, when asked for) may be empty or hold spaces
+        r.append((N.RPL_WHOSPCRPL, *[v.replace(" ", "_") or "*" for v in out[:-1]], out[-1]))
     r.append((N.RPL_ENDOFWHO, mask, "End of /WHO list"))
+    s.numerics(r)
+
+
+@command("LIST")
+def list_(s: Session, msg: Message) -> None:
+    masks: list[str] = []
+    min_users, max_users = 0, -1
+    for param in msg.params[:2]:
+        for item in param.split(","):
+            if item.startswith(">") and item[1:].isdigit():
+                min_users = int(item[1:]) + 1
+            elif item.startswith("<") and item[1:].isdigit():
+                max_users = int(item[1:]) - 1
+            elif item:
+                masks.append(item)
+    rows = s.request("list_channels", s.sid, masks, min_users, max_users)
+    r: list[tuple[str, ...]] = [(N.RPL_LISTSTART, "Channel", "Users  Name")]
+    r += [(N.RPL_LIST, name, str(n), topic_) for name, n, topic_ in rows]
+    r.append((N.RPL_LISTEND, "End of /LIST"))
     s.numerics(r)
 
 
@@ -482,38 +534,211 @@ def away(s: Session, msg: Message) -> None:
 def mode(s: Session, msg: Message) -> None:
     target = msg.params[0]
     if is_channel(target, "#"):
-        info = s.request("names", s.sid, target)
-        if info is None:
-            raise RemoteProtocolError(N.ERR_NOSUCHCHANNEL, target, text="No such channel")
-        if len(msg.params) == 1:
-            s.numerics([(N.RPL_CHANNELMODEIS, info["name"], "+" + "".join(sorted(info["modes"]))),
-                        (N.RPL_CREATIONTIME, info["name"], str(int(info["created"])))])
-        elif msg.params[1] in ("b", "+b"):
-            s.numeric(N.RPL_ENDOFBANLIST, info["name"], "End of channel ban list")
-        else:
-            raise RemoteProtocolError(N.ERR_CHANOPRIVSNEEDED, info["name"], text="You're not channel operator")
+        channel_mode(s, target, msg.params[1:])
         return
     if casefold(target) != casefold(s.nick):
-        raise RemoteProtocolError(N.ERR_USERSDONTMATCH, text="Cant change mode for other users")
+        if s.request("ison", [target]):
+            raise RemoteProtocolError(N.ERR_USERSDONTMATCH, text="Cant change mode for other users")
+        raise RemoteProtocolError(N.ERR_NOSUCHNICK, target, text="No such nick/channel")
     if len(msg.params) == 1:
         s.numeric(N.RPL_UMODEIS, "+" + "".join(sorted(s.modes)))
         return
     on = True
-    changed = []
+    changed: list[str] = []
+    unknown = False
     for c in msg.params[1]:
         if c in "+-":
             on = c == "+"
-        elif c == "i":
+        elif c in "iw" or (c == "o" and not on):
             if (c in s.modes) != on:
                 (s.modes.add if on else s.modes.discard)(c)
                 s.notify("set_user_mode", s.sid, c, on)
                 changed.append(("+" if on else "-") + c)
-        elif c == "o" and not on:
-            if c in s.modes:
-                s.modes.discard(c)
-                s.notify("set_user_mode", s.sid, c, False)
-                changed.append("-o")
-        elif c != "o":
-            s.numeric(N.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+        elif c != "o":  # +o only through OPER; silently ignored, as elsewhere
+            unknown = True
+    if unknown:
+        s.numeric(N.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
     if changed:
         s.send(Message("MODE", (s.nick, "".join(changed)), s.nick))
+
+
+def channel_mode(s: Session, name: str, args: tuple[str, ...]) -> None:
+    if not args:
+        info = s.request("mode_info", s.sid, name)
+        s.numerics([(N.RPL_CHANNELMODEIS, info["name"], info["modes"], *info["args"]),
+                    (N.RPL_CREATIONTIME, info["name"], str(int(info["created"])))])
+        return
+    modestr, params = args[0], list(args[1:])
+    changes: list[tuple[bool, str, str | None]] = []
+    queries: list[str] = []
+    unknown: list[str] = []
+    on = True
+    for c in modestr:
+        if c in "+-":
+            on = c == "+"
+            continue
+        if c in LIST_MODES:
+            if params:
+                changes.append((on, c, params.pop(0)))
+            else:
+                queries.append(c)
+        elif c in PREFIX_MODES or c in PARAM_MODES:
+            if params:
+                changes.append((on, c, params.pop(0)))
+            elif c in PARAM_MODES and not on:
+                changes.append((on, c, None))
+            else:
+                s.numeric(N.ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
+        elif c in SET_PARAM_MODES:
+            if on and not params:
+                s.numeric(N.ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
+                continue
+            changes.append((on, c, params.pop(0) if on else None))
+        elif c in FLAG_MODES:
+            changes.append((on, c, None))
+        else:
+            unknown.append(c)
+    for c in unknown:
+        s.numeric(N.ERR_UNKNOWNMODE, c, "is unknown mode char to me")
+    for c in dict.fromkeys(queries):
+        show_list(s, name, c)
+    if changes:
+        errors = s.request("mode", s.sid, name, changes[: s.config.max_modes], time.time())
+        for numeric, params_, text in errors:
+            s.error(RemoteProtocolError(numeric, *params_, text=text))
+
+
+def show_list(s: Session, name: str, letter: str) -> None:
+    info = s.request("mode_list", s.sid, name, letter)
+    item, end, label = {
+        "b": (N.RPL_BANLIST, N.RPL_ENDOFBANLIST, "End of channel ban list"),
+        "e": (N.RPL_EXCEPTLIST, N.RPL_ENDOFEXCEPTLIST, "End of channel exception list"),
+        "I": (N.RPL_INVEXLIST, N.RPL_ENDOFINVEXLIST, "End of channel invite list"),
+    }[letter]
+    r: list[tuple[str, ...]] = [(item, info["name"], mask, who_, str(int(when)))
+                                for mask, who_, when in info["entries"]]
+    r.append((end, info["name"], label))
+    s.numerics(r)
+
+
+@command("KICK", 2)
+def kick(s: Session, msg: Message) -> None:
+    reason = msg.params[2][: s.config.kick_len] if len(msg.params) > 2 and msg.params[2] else s.nick
+    for nick_ in msg.params[1].split(",")[:4]:
+        if nick_:
+            try:
+                s.request("kick", s.sid, msg.params[0], nick_, reason)
+            except RemoteProtocolError as exc:
+                s.error(exc)
+
+
+@command("INVITE")
+def invite(s: Session, msg: Message) -> None:
+    if len(msg.params) < 2:
+        # no parameters: the list of channels one is invited to (not kept past use)
+        s.numeric(N.RPL_ENDOFINVITELIST, "End of /INVITE list")
+        return
+    nick_ = s.request("invite", s.sid, msg.params[0], msg.params[1])
+    s.numeric(N.RPL_INVITING, nick_, msg.params[1])
+
+
+@command("SETNAME", 1)
+def setname(s: Session, msg: Message) -> None:
+    realname = msg.params[0]
+    if not realname or len(realname) > 100:
+        raise RemoteProtocolError.fail("SETNAME", "INVALID_REALNAME", text="Realname is not valid")
+    s.request("set_realname", s.sid, realname)
+    s.realname = realname
+
+
+@command("ADMIN")
+def admin(s: Session, msg: Message) -> None:
+    cfg = s.config
+    s.numerics([(N.RPL_ADMINME, cfg.server_name, "Administrative info"),
+                (N.RPL_ADMINLOC1, cfg.admin_location or cfg.network),
+                (N.RPL_ADMINLOC2, "Chat-room IRC server"),
+                (N.RPL_ADMINEMAIL, cfg.admin_email or "(not set)")])
+
+
+@command("INFO")
+def info(s: Session, msg: Message) -> None:
+    lines = [f"{VERSION}: a self-hosted IRC server written in Python.", f"Running since {CREATED}.",
+             "Acceptor -> workers (thread per client) -> Manager bus; see docs/architecture.md."]
+    s.numerics([*[(N.RPL_INFO, line) for line in lines], (N.RPL_ENDOFINFO, "End of /INFO list")])
+
+
+# -- operators ------------------------------------------------------------------
+def require_oper(s: Session) -> None:
+    if "o" not in s.modes:
+        raise RemoteProtocolError(N.ERR_NOPRIVILEGES, text="Permission Denied- You're not an IRC operator")
+
+
+@command("OPER", 2)
+def oper(s: Session, msg: Message) -> None:
+    from server.protocol import mask_match
+
+    from .passwords import verify_password
+
+    name, password = msg.params[0], msg.params[1]
+    block = next((b for b in s.config.opers if b.get("name") == name), None)
+    if block is None or not verify_password(password, str(block.get("password", ""))):
+        log.warning("failed OPER attempt as %r from %s", name, s.ip)
+        raise RemoteProtocolError(N.ERR_PASSWDMISMATCH, text="Password incorrect")
+    hostmask = str(block.get("hostmask", "*@*"))
+    if not any(mask_match(hostmask, f"{s.user}@{h}") for h in (s.host, s.ip)):
+        log.warning("OPER %r from %s refused by its host mask", name, s.ip)
+        raise RemoteProtocolError(N.ERR_NOOPERHOST, text="No O-lines for your host")
+    s.modes.update("ow")
+    s.notify("set_user_mode", s.sid, "o", True)
+    log.info("%s (%s) is now an operator (%s)", s.nick, s.ip, name)
+    s.numeric(N.RPL_YOUREOPER, "You are now an IRC operator")
+    s.send(Message("MODE", (s.nick, "+ow"), s.nick))
+
+
+@command("KILL", 1)
+def kill(s: Session, msg: Message) -> None:
+    require_oper(s)
+    reason = msg.params[1] if len(msg.params) > 1 and msg.params[1] else "No reason"
+    s.request("kill", s.sid, msg.params[0], reason)
+
+
+@command("WALLOPS", 1)
+def wallops(s: Session, msg: Message) -> None:
+    require_oper(s)
+    s.request("wallops", s.sid, msg.params[0])
+
+
+@command("KLINE", 1)
+def kline(s: Session, msg: Message) -> None:
+    """``KLINE [minutes] user@host [:reason]``; no argument lists the bans."""
+    require_oper(s)
+    params = list(msg.params)
+    minutes = 0.0
+    if params and params[0].isdigit() and len(params) > 1:
+        minutes = float(params.pop(0))
+    mask = params[0]
+    reason = params[1] if len(params) > 1 and params[1] else "No reason"
+    hit = s.request("kline", s.sid, mask, minutes * 60, reason, time.time())
+    until = f"for {int(minutes)} minutes" if minutes else "permanently"
+    s.send(Message("NOTICE", (s.nick, f"K-Line for {mask} added {until} ({hit} clients disconnected)"),
+                   s.config.server_name))
+
+
+@command("UNKLINE", 1)
+def unkline(s: Session, msg: Message) -> None:
+    require_oper(s)
+    removed = s.request("unkline", s.sid, msg.params[0])
+    text = f"K-Line for {msg.params[0]} removed" if removed else f"No K-Line for {msg.params[0]}"
+    s.send(Message("NOTICE", (s.nick, text), s.config.server_name))
+
+
+@command("REHASH")
+def rehash(s: Session, msg: Message) -> None:
+    import os
+    import signal
+
+    require_oper(s)
+    path = s.config.config or "(no configuration file)"
+    s.numeric(N.RPL_REHASHING, path, "Rehashing")
+    log.info("REHASH by %s", s.nick)
+    os.kill(os.getppid(), signal.SIGHUP)

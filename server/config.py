@@ -32,6 +32,8 @@ class Config:
     motd_file: str = ""
     data_dir: str = "data"
     log_level: str = "INFO"
+    admin_location: str = ""
+    admin_email: str = ""
     config: str = ""
     # -- names and limits advertised in ISUPPORT
     nick_len: int = 30
@@ -42,6 +44,8 @@ class Config:
     kick_len: int = 390
     max_targets: int = 4
     max_channels: int = 50
+    max_modes: int = 4
+    max_list: int = 100
     # -- connections
     max_connections: int = 60000
     max_per_ip: int = 50
@@ -65,7 +69,8 @@ class Config:
     opers: list[dict[str, Any]] = field(default_factory=list)
 
     def bus_settings(self) -> dict[str, Any]:
-        return {"max_inbox": self.max_inbox, "channel_len": self.channel_len, "max_channels": self.max_channels}
+        return {"max_inbox": self.max_inbox, "channel_len": self.channel_len, "max_channels": self.max_channels,
+                "max_list": self.max_list}
 
     def networks(self, name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(c, strict=False) for c in getattr(self, name)]

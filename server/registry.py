@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.protocol import RemoteProtocolError, casefold, is_valid_channel, mask_match, numerics
+from server.protocol import RemoteProtocolError, casefold, is_valid_channel, mask_match, normalize_mask, numerics
 
 Emit = Callable[[Iterable[int], tuple[Any, ...]], None]
 
@@ -39,6 +39,7 @@ class User:
     modes: set[str] = field(default_factory=set)
     channels: set[str] = field(default_factory=set)
     signon: float = 0.0
+    last_active: float = 0.0
 
     @property
     def prefix(self) -> str:
@@ -59,7 +60,12 @@ class Channel:
     password: str | None = None
     limit: int | None = None
     bans: list[tuple[str, str, float]] = field(default_factory=list)
+    excepts: list[tuple[str, str, float]] = field(default_factory=list)
+    invex: list[tuple[str, str, float]] = field(default_factory=list)
     invites: set[str] = field(default_factory=set)
+
+    def lists(self, letter: str) -> list[tuple[str, str, float]]:
+        return {"b": self.bans, "e": self.excepts, "I": self.invex}[letter]
 
     def member_prefix(self, sid: int, multi: bool = False) -> str:
         modes = self.members.get(sid, "")
@@ -75,16 +81,19 @@ class Registry:
     """Users and channels, with the checks that must be atomic."""
 
     def __init__(self, emit: Emit, *, casemapping: str = "rfc1459", channel_len: int = 64,
-                 max_channels: int = 0, chantypes: str = "#") -> None:
+                 max_channels: int = 0, chantypes: str = "#", max_list: int = 100) -> None:
         self.emit = emit
         self.casemapping = casemapping
         self.channel_len = channel_len
         self.max_channels = max_channels
         self.chantypes = chantypes
+        self.max_list = max_list
+        # server bans: (mask, reason, set by, set at, expires at or 0)
+        self.klines: list[tuple[str, str, str, float, float]] = []
         self.users: dict[int, User] = {}
         self.nicks: dict[str, int] = {}  # folded nick -> sid (registered or not)
         self.channels: dict[str, Channel] = {}
-        self.whowas: dict[str, list[tuple[str, str, str, str, float]]] = {}
+        self.gone: dict[str, list[tuple[str, str, str, str, float]]] = {}  # WHOWAS
         self.max_users = 0
 
     def fold(self, name: str) -> str:
@@ -114,7 +123,11 @@ class Registry:
 
     def register(self, sid: int, user: str, realname: str, now: float) -> dict[str, Any]:
         u = self.users[sid]
-        u.user, u.realname, u.registered, u.signon = user, realname, True, now
+        u.user, u.realname = user, realname
+        ban = self.kline_for(u, now)
+        if ban is not None:
+            raise fail(numerics.ERR_YOUREBANNEDCREEP, text=f"You are banned from this server: {ban}")
+        u.registered, u.signon, u.last_active = True, now, now
         self.max_users = max(self.max_users, self.count_registered())
         return self.lusers()
 
@@ -128,9 +141,12 @@ class Registry:
     def set_away(self, sid: int, message: str | None) -> None:
         u = self.users[sid]
         u.away = message or None
+        self.emit(self._audience(u), ("A", sid, u.prefix, u.away, tuple(u.channels)))
 
     def set_realname(self, sid: int, realname: str) -> None:
-        self.users[sid].realname = realname
+        u = self.users[sid]
+        u.realname = realname
+        self.emit(self._audience(u), ("S", sid, u.prefix, realname, tuple(u.channels)))
 
     def disconnect(self, sid: int, reason: str) -> None:
         """Forget a user; everyone sharing a channel sees the QUIT."""
@@ -156,11 +172,11 @@ class Registry:
         return len(gone)
 
     def _remember(self, u: User, nick: str) -> None:
-        entries = self.whowas.setdefault(self.fold(nick), [])
+        entries = self.gone.setdefault(self.fold(nick), [])
         entries.insert(0, (nick, u.user, u.host, u.realname, time.time()))
         del entries[10:]
-        if len(self.whowas) > 10000:
-            self.whowas.pop(next(iter(self.whowas)))
+        if len(self.gone) > 10000:
+            self.gone.pop(next(iter(self.gone)))
 
     def _audience(self, u: User) -> set[int]:
         """Workers holding anyone who shares a channel with ``u``, and u's own."""
@@ -190,11 +206,11 @@ class Registry:
         ch.members[sid] = modes
         ch.workers[u.worker] += 1
         u.channels.add(key)
-        self.emit(ch.workers, ("J", key, ch.name, sid, u.prefix, u.account or "*", u.realname))
+        self.emit(ch.workers, ("J", key, ch.name, sid, u.prefix, u.account or "*", u.realname, u.away))
         return self.channel_info(ch)
 
     def _check_entry(self, ch: Channel, u: User, password: str | None) -> None:
-        invited = u.fold in ch.invites
+        invited = u.fold in ch.invites or self._listed(ch.invex, u)
         if ch.limit is not None and len(ch.members) >= ch.limit and not invited:
             raise fail(numerics.ERR_CHANNELISFULL, ch.name, text="Cannot join channel (+l)")
         if "i" in ch.modes and not invited:
@@ -205,10 +221,15 @@ class Registry:
             raise fail(numerics.ERR_BANNEDFROMCHAN, ch.name, text="Cannot join channel (+b)")
 
     def is_banned(self, ch: Channel, u: User) -> bool:
-        if not ch.bans:
+        return bool(ch.bans) and self._listed(ch.bans, u) and not self._listed(ch.excepts, u)
+
+    def _listed(self, entries: list[tuple[str, str, float]], u: User) -> bool:
+        if not entries:
             return False
         prefix = u.prefix
-        return any(mask_match(mask, prefix, self.casemapping) for mask, _, _ in ch.bans)
+        real = f"{u.nick}!{u.user}@{u.ip}"
+        return any(mask_match(m, prefix, self.casemapping) or mask_match(m, real, self.casemapping)
+                   for m, _, _ in entries)
 
     def channel_info(self, ch: Channel) -> dict[str, Any]:
         return {
@@ -226,6 +247,255 @@ class Registry:
                 for sid, modes in ch.members.items()
             ],
         }
+
+    def mode_info(self, sid: int, name: str) -> dict[str, Any]:
+        """What ``MODE #channel`` shows (the key only to members)."""
+        ch = self.channels.get(self.fold(name))
+        if ch is None:
+            raise fail(numerics.ERR_NOSUCHCHANNEL, name, text="No such channel")
+        member = sid in ch.members
+        flags = "".join(sorted(ch.modes))
+        args = []
+        if ch.password is not None:
+            flags += "k"
+            args.append(ch.password if member else "*")
+        if ch.limit is not None:
+            flags += "l"
+            args.append(str(ch.limit))
+        return {"name": ch.name, "modes": "+" + flags, "args": args, "created": ch.created}
+
+    def mode_list(self, sid: int, name: str, letter: str) -> dict[str, Any]:
+        ch = self.channels.get(self.fold(name))
+        if ch is None:
+            raise fail(numerics.ERR_NOSUCHCHANNEL, name, text="No such channel")
+        if letter != "b" and sid not in ch.members:
+            raise fail(numerics.ERR_CHANOPRIVSNEEDED, ch.name, text="You're not channel operator")
+        return {"name": ch.name, "entries": list(ch.lists(letter))}
+
+    def mode(self, sid: int, name: str, changes: list[tuple[bool, str, str | None]], now: float) -> list[Any]:
+        """Apply channel mode changes atomically; one MODE line goes to members.
+        Returns the errors to show the sender (numeric, params, text)."""
+        u = self.users[sid]
+        ch = self.channels.get(self.fold(name))
+        if ch is None:
+            raise fail(numerics.ERR_NOSUCHCHANNEL, name, text="No such channel")
+        if "o" not in ch.members.get(sid, "") and "o" not in u.modes:
+            raise fail(numerics.ERR_CHANOPRIVSNEEDED, ch.name, text="You're not channel operator")
+        errors: list[tuple[str, tuple[str, ...], str]] = []
+        applied: list[tuple[bool, str, str | None]] = []
+        for on, letter, arg in changes:
+            if letter in "ov":
+                target = self.find(arg or "")
+                if target is None:
+                    errors.append((numerics.ERR_NOSUCHNICK, (arg or "*",), "No such nick/channel"))
+                    continue
+                if target.sid not in ch.members:
+                    errors.append((numerics.ERR_USERNOTINCHANNEL, (target.nick, ch.name),
+                                   "They aren't on that channel"))
+                    continue
+                current = ch.members[target.sid]
+                if (letter in current) == on:
+                    continue
+                ch.members[target.sid] = (current + letter) if on else current.replace(letter, "")
+                applied.append((on, letter, target.nick))
+            elif letter in "beI":
+                entries = ch.lists(letter)
+                mask = normalize_mask(arg or "")
+                fold = self.fold(mask)
+                present = next((e for e in entries if self.fold(e[0]) == fold), None)
+                if on and present is None:
+                    if len(entries) >= self.max_list:
+                        errors.append((numerics.ERR_BANLISTFULL, (ch.name, mask), "Channel list is full"))
+                        continue
+                    entries.append((mask, u.prefix, now))
+                    applied.append((on, letter, mask))
+                elif not on and present is not None:
+                    entries.remove(present)
+                    applied.append((on, letter, present[0]))
+            elif letter == "k":
+                if on:
+                    key = (arg or "")[:32]
+                    if not key or any(c in key for c in " ,:"):
+                        errors.append((numerics.ERR_INVALIDKEY, (ch.name,), "Key is not well-formed"))
+                        continue
+                    ch.password = key
+                    applied.append((on, "k", key))
+                elif ch.password is not None:
+                    ch.password = None
+                    applied.append((on, "k", "*"))
+            elif letter == "l":
+                if on:
+                    try:
+                        limit = int(arg or "")
+                    except ValueError:
+                        errors.append((numerics.ERR_INVALIDMODEPARAM, (ch.name, "l", arg or "*"),
+                                       "Invalid limit"))
+                        continue
+                    if limit <= 0 or limit == ch.limit:
+                        continue
+                    ch.limit = limit
+                    applied.append((on, "l", str(limit)))
+                elif ch.limit is not None:
+                    ch.limit = None
+                    applied.append((on, "l", None))
+            elif letter in "imnst":
+                if (letter in ch.modes) != on:
+                    (ch.modes.add if on else ch.modes.discard)(letter)
+                    applied.append((on, letter, None))
+            else:
+                errors.append((numerics.ERR_UNKNOWNMODE, (letter,), "is unknown mode char to me"))
+        if applied:
+            modestr, args = "", []
+            sign = None
+            for on, letter, arg in applied:
+                if on != sign:
+                    modestr += "+" if on else "-"
+                    sign = on
+                modestr += letter
+                if arg is not None:
+                    args.append(arg)
+            self.emit(ch.workers, ("M", ch.key, ch.name, u.prefix, modestr, tuple(args)))
+        return errors
+
+    def kick(self, sid: int, name: str, nick: str, reason: str) -> None:
+        u = self.users[sid]
+        ch = self.channels.get(self.fold(name))
+        if ch is None:
+            raise fail(numerics.ERR_NOSUCHCHANNEL, name, text="No such channel")
+        if sid not in ch.members and "o" not in u.modes:
+            raise fail(numerics.ERR_NOTONCHANNEL, ch.name, text="You're not on that channel")
+        if "o" not in ch.members.get(sid, "") and "o" not in u.modes:
+            raise fail(numerics.ERR_CHANOPRIVSNEEDED, ch.name, text="You're not channel operator")
+        target = self.find(nick)
+        if target is None or target.sid not in ch.members:
+            raise fail(numerics.ERR_USERNOTINCHANNEL, nick, ch.name, text="They aren't on that channel")
+        self.emit(ch.workers, ("K", ch.key, ch.name, u.prefix, target.sid, target.nick, reason))
+        self._remove_member(ch, target)
+
+    def invite(self, sid: int, nick: str, name: str) -> str:
+        u = self.users[sid]
+        target = self.find(nick)
+        if target is None:
+            raise fail(numerics.ERR_NOSUCHNICK, nick, text="No such nick/channel")
+        ch = self.channels.get(self.fold(name))
+        if ch is not None:
+            if sid not in ch.members:
+                raise fail(numerics.ERR_NOTONCHANNEL, ch.name, text="You're not on that channel")
+            if "i" in ch.modes and "o" not in ch.members[sid]:
+                raise fail(numerics.ERR_CHANOPRIVSNEEDED, ch.name, text="You're not channel operator")
+            if target.sid in ch.members:
+                raise fail(numerics.ERR_USERONCHANNEL, target.nick, ch.name, text="is already on channel")
+            ch.invites.add(target.fold)
+            shown = ch.name
+            self.emit(ch.workers, ("V", ch.key, sid, u.prefix, target.sid, target.nick, shown))
+        else:
+            shown = name
+        self.emit((target.worker,), ("I", target.sid, u.prefix, target.nick, shown))
+        return target.nick
+
+    def list_channels(self, sid: int, masks: list[str], min_users: int, max_users: int) -> list[tuple[str, int, str]]:
+        u = self.users[sid]
+        out = []
+        for key, ch in self.channels.items():
+            if "s" in ch.modes and key not in u.channels:
+                continue
+            n = len(ch.members)
+            if n < min_users or (max_users >= 0 and n > max_users):
+                continue
+            if masks and not any(mask_match(m, ch.name, self.casemapping) for m in masks):
+                continue
+            modes = "+" + "".join(sorted(ch.modes))
+            out.append((ch.name, n, f"[{modes}] {ch.topic}" if ch.topic else f"[{modes}]"))
+        return out
+
+    def who(self, sid: int, mask: str) -> list[dict[str, Any]]:
+        """WHO: a channel's members, or users matching a mask (invisible users only
+        when they share a channel with the asker)."""
+        asker = self.users[sid]
+        rows = []
+        ch = self.channels.get(self.fold(mask))
+        if ch is not None:
+            if "s" in ch.modes and sid not in ch.members and "o" not in asker.modes:
+                return []
+            for msid, modes in ch.members.items():
+                rows.append(self._who_row(self.users[msid], ch.name, modes))
+            return rows
+        if mask in ("0", "*", ""):
+            mask = "*"
+        for u in self.users.values():
+            if not u.registered:
+                continue
+            if "i" in u.modes and u.sid != sid and "o" not in asker.modes and not (u.channels & asker.channels):
+                continue
+            if not any(mask_match(mask, v, self.casemapping) for v in (u.nick, u.user, u.host, u.realname,
+                                                                      u.prefix)):
+                continue
+            shown = next((k for k in u.channels if "s" not in self.channels[k].modes), None)
+            chan = self.channels[shown] if shown else None
+            rows.append(self._who_row(u, chan.name if chan else "*", chan.members[u.sid] if chan else ""))
+            if len(rows) >= 500:
+                break
+        return rows
+
+    def _who_row(self, u: User, channel: str, modes: str) -> dict[str, Any]:
+        return {"channel": channel, "user": u.user, "host": u.host, "ip": u.ip, "nick": u.nick,
+                "away": u.away is not None, "oper": "o" in u.modes, "modes": modes, "realname": u.realname,
+                "account": u.account, "idle": u.last_active}
+
+    # -- operators -----------------------------------------------------------
+    def _require_oper(self, sid: int) -> User:
+        u = self.users[sid]
+        if "o" not in u.modes:
+            raise fail(numerics.ERR_NOPRIVILEGES, text="Permission Denied- You're not an IRC operator")
+        return u
+
+    def kill(self, sid: int, nick: str, reason: str) -> str:
+        oper = self._require_oper(sid)
+        target = self.find(nick)
+        if target is None:
+            raise fail(numerics.ERR_NOSUCHNICK, nick, text="No such nick/channel")
+        self.emit((target.worker,), ("Z", target.sid, f"Killed ({oper.nick} ({reason}))"))
+        return target.nick
+
+    def wallops(self, sid: int, text: str) -> None:
+        oper = self._require_oper(sid)
+        workers = {u.worker for u in self.users.values()}
+        self.emit(workers, ("W", oper.prefix, text))
+
+    def kline_for(self, u: User, now: float) -> str | None:
+        self.klines = [k for k in self.klines if not k[4] or k[4] > now]
+        for mask, reason, _, _, _ in self.klines:
+            for subject in (f"{u.user}@{u.host}", f"{u.user}@{u.ip}", f"{u.nick}!{u.user}@{u.ip}"):
+                if mask_match(mask, subject, self.casemapping):
+                    return reason
+        return None
+
+    def kline(self, sid: int, mask: str, duration: float, reason: str, now: float) -> int:
+        """Ban ``user@host`` masks from the server; matching users are cut off now.
+        Returns how many were."""
+        oper = self._require_oper(sid)
+        if "@" not in mask:
+            mask = f"*@{mask}"
+        self.klines = [k for k in self.klines if self.fold(k[0]) != self.fold(mask)]
+        self.klines.append((mask, reason, oper.nick, now, now + duration if duration else 0.0))
+        hit = 0
+        for u in list(self.users.values()):
+            if u.registered and self.kline_for(u, now) is not None and u.sid != sid:
+                self.emit((u.worker,), ("Z", u.sid, f"K-Lined: {reason}"))
+                hit += 1
+        return hit
+
+    def unkline(self, sid: int, mask: str) -> bool:
+        self._require_oper(sid)
+        if "@" not in mask:
+            mask = f"*@{mask}"
+        before = len(self.klines)
+        self.klines = [k for k in self.klines if self.fold(k[0]) != self.fold(mask)]
+        return len(self.klines) < before
+
+    def list_klines(self, sid: int) -> list[tuple[str, str, str, float, float]]:
+        self._require_oper(sid)
+        return list(self.klines)
 
     def part(self, sid: int, name: str, reason: str) -> None:
         u = self.users[sid]
@@ -329,11 +599,12 @@ class Registry:
         return {
             "nick": u.nick, "user": u.user, "host": u.host, "ip": u.ip, "realname": u.realname,
             "channels": chans, "away": u.away, "operator": "o" in u.modes, "account": u.account,
-            "signon": u.signon, "sid": u.sid, "worker": u.worker,
+            "signon": u.signon, "sid": u.sid, "worker": u.worker, "last_active": u.last_active,
+            "modes": "".join(sorted(u.modes)),
         }
 
     def whowas(self, nick: str) -> list[tuple[str, str, str, str, float]]:
-        return list(self.whowas.get(self.fold(nick), ()))
+        return list(self.gone.get(self.fold(nick), ()))
 
     def ison(self, nicks: list[str]) -> list[str]:
         return [u.nick for n in nicks if (u := self.find(n)) is not None]

@@ -24,7 +24,7 @@ _DONTWAIT = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 class Output:
     """One client's socket output with its SendQ."""
 
-    __slots__ = ("sock", "limit", "lock", "pending", "pending_len", "closed", "writer", "on_overflow", "sent_bytes")
+    __slots__ = ("closed", "limit", "lock", "on_overflow", "pending", "pending_len", "sent_bytes", "sock", "writer")
 
     def __init__(self, sock: socket.socket, limit: int, writer: Writer, on_overflow: Callable[[], None]) -> None:
         self.sock = sock

@@ -81,6 +81,7 @@ class Session:
         self.signon = time.time()
         self.ping_sent: float | None = None
         self.closing: str | None = None
+        self.forgotten = False  # the registry already dropped us (QUIT)
         # flood control (token bucket)
         self.flood_exempt = worker.is_flood_exempt(ip)
         self.tokens = float(self.config.flood_burst)

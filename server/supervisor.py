@@ -76,7 +76,8 @@ class Supervisor:
         pairs = {i: socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for i in range(cfg.workers)}
         self.control, acc_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         acceptor_ends = {i: a for i, (a, _) in pairs.items()}
-        keep_out_of_workers = [s.fileno() for s in (*self.listeners, self.control, acc_control, *acceptor_ends.values())]
+        keep_out_of_workers = [s.fileno() for s in
+                               (*self.listeners, self.control, acc_control, *acceptor_ends.values())]
         for i, (_, w_end) in pairs.items():
             others = [p[1].fileno() for j, p in pairs.items() if j != i]
             self.spawn_worker(i, w_end, keep_out_of_workers + others)

@@ -95,8 +95,8 @@ class Worker:
         self.sessions.pop(session.sid, None)
         if session.registered:
             log.info("client %s:%s (%s) left: %s", session.ip, session.port, session.nick, reason)
-        quit_reason = reason if reason.startswith(("Quit", "Ping", "SendQ", "Excess", "Killed")) else reason
-        self.publish(("r", session.sid, 0, "disconnect", (session.sid, quit_reason)))
+        if not session.forgotten:
+            self.publish(("r", session.sid, 0, "disconnect", (session.sid, reason)))
         try:
             self.handoff.send(b"C" + session.ip.encode())
         except OSError:
@@ -126,6 +126,8 @@ class Worker:
                     log.error("publisher: lost the manager")
                     os._exit(1)
                 return
+            except Exception:
+                log.exception("publisher: a batch of %d items failed", len(batch))
 
     def subscriber(self) -> None:
         bus: BusProxy = connect_bus(self.bus_address, self.authkey)
@@ -137,6 +139,9 @@ class Worker:
                     log.error("subscriber: lost the manager")
                     os._exit(1)
                 return
+            except Exception:
+                log.exception("subscriber: fetch failed")
+                continue
             if batch:
                 try:
                     self.deliver(batch)
@@ -217,7 +222,7 @@ class Worker:
         channels = self.channels
         n = 0
         if kind == "J":
-            _, key, name, sid, prefix, account, realname = item
+            _, key, name, sid, prefix, account, realname, away = item
             s = self.sessions.get(sid)
             members = channels.get(key)
             if s is not None:
@@ -228,8 +233,11 @@ class Worker:
             if members:
                 plain = f":{prefix} JOIN {name}\r\n".encode()
                 extended = Message("JOIN", (name, account, realname), prefix).to_bytes()
-                for m in members.values():
+                away_line = Message("AWAY", (away,), prefix).to_bytes() if away else b""
+                for msid, m in members.items():
                     put(m, extended if "extended-join" in m.caps else plain)
+                    if away_line and msid != sid and "away-notify" in m.caps:
+                        put(m, away_line)
                     n += 1
         elif kind == "P":
             _, key, name, sid, prefix, reason = item
@@ -271,6 +279,60 @@ class Worker:
             for m in channels.get(key, {}).values():
                 put(m, line)
                 n += 1
+        elif kind == "M":
+            _, key, name, prefix, modestr, args = item
+            line = Message("MODE", (name, modestr, *args), prefix).to_bytes()
+            for m in channels.get(key, {}).values():
+                put(m, line)
+                n += 1
+        elif kind == "K":
+            _, key, name, prefix, target_sid, target_nick, reason = item
+            line = Message("KICK", (name, target_nick, reason), prefix).to_bytes()
+            for m in channels.get(key, {}).values():
+                put(m, line)
+                n += 1
+            self._leave(key, target_sid)
+        elif kind == "I":
+            _, target_sid, prefix, nick, name = item
+            s = self.sessions.get(target_sid)
+            if s is not None:
+                put(s, Message("INVITE", (nick, name), prefix).to_bytes())
+                n += 1
+        elif kind == "V":  # invite-notify for the channel's members
+            _, key, inviter, prefix, target_sid, nick, name = item
+            line = Message("INVITE", (nick, name), prefix).to_bytes()
+            for msid, m in channels.get(key, {}).items():
+                if msid != inviter and "invite-notify" in m.caps:
+                    put(m, line)
+                    n += 1
+        elif kind in ("A", "S"):  # away-notify / setname
+            _, sid, prefix, value, keys = item
+            cap = "away-notify" if kind == "A" else "setname"
+            verb = "AWAY" if kind == "A" else "SETNAME"
+            line = Message(verb, (value,) if value else (), prefix).to_bytes()
+            seen = {sid} if kind == "A" else set()
+            me = self.sessions.get(sid)
+            if kind == "S" and me is not None and cap in me.caps:
+                seen.add(sid)
+                put(me, line)
+            for key in keys:
+                for msid, m in channels.get(key, {}).items():
+                    if msid not in seen and cap in m.caps:
+                        seen.add(msid)
+                        put(m, line)
+                        n += 1
+        elif kind == "Z":  # KILL or K-line: cut the client off
+            _, sid, reason = item
+            s = self.sessions.get(sid)
+            if s is not None:
+                s.close(reason)
+        elif kind == "W":
+            _, prefix, text = item
+            line = Message("WALLOPS", (text,), prefix).to_bytes()
+            for s in list(self.sessions.values()):
+                if "w" in s.modes and s.registered:
+                    put(s, line)
+                    n += 1
         else:
             log.warning("subscriber: unknown bus item %r", kind)
         return n
@@ -419,4 +481,4 @@ def run_worker(index: int, config: Config, argv: list[str], bus_address: Any, au
     os._exit(0)
 
 
-__all__ = ["Worker", "run_worker", "BOOT_ERROR", "RemoteProtocolError"]
+__all__ = ["BOOT_ERROR", "RemoteProtocolError", "Worker", "run_worker"]

@@ -48,7 +48,7 @@ class IRCClient:
         self.sock.settimeout(remaining)
         try:
             data = self.sock.recv(65536)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         except ConnectionResetError:
             data = b""
@@ -124,7 +124,10 @@ class IRCClient:
         self.send(f"JOIN {channel}")
         self.expect(lambda m: m.verb == "JOIN" and m.source is not None and m.source.startswith(self.nick + "!"))
         end = self.expect("366")
-        return [end]
+        # the burst that came with it is consumed too
+        burst = [m for m in self.backlog if m.verb in ("332", "333", "353")]
+        self.backlog = [m for m in self.backlog if m not in burst]
+        return [*burst, end]
 
     def close(self) -> None:
         try:
