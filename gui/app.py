@@ -1,0 +1,515 @@
+"""``ChatApp``: the controller that ties the model, the network client and the view.
+
+The method names are those of the original design: ``__init__`` (window, UI,
+connection), ``init_ui``, ``setup_connection``, ``receive`` (the background
+thread's body: it only reads the network and queues events, never touching a
+widget), ``send`` and ``on_closing`` (QUIT, then exit).
+
+The network thread reaches Tk only through the connection's queue, which
+:meth:`ChatApp.poll` drains every 50 ms with ``after()`` (habit 13, as thonny's
+``_poll_backend_messages`` and IDLE's ``poll_subprocess`` do). This module
+imports no tkinter itself: drawing is the view's.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from server.protocol import Message
+
+from . import model as m
+from . import settings as settings_mod
+from .client import (
+    CapsChanged,
+    Connected,
+    Connecting,
+    Disconnected,
+    Failed,
+    IRCConnection,
+    Lag,
+    NickRetry,
+    Received,
+)
+from .commands import ALIASES, COMMANDS, Context, Outcome, interpret
+from .notify import notify
+from .settings import Settings
+from .view import MainView, SidebarItem, UserItem, create_root
+
+__all__ = ["ChatApp"]
+
+log = logging.getLogger("chatroom.gui")
+
+POLL_MS = 50
+TICK_MS = 1000
+PASTE_CONFIRM_LINES = 3  # a paste of more lines than this asks first
+TYPING_RESEND = 3.0  # seconds between "+typing=active" while typing
+MAX_EVENTS_PER_POLL = 500  # keep the window responsive under a flood
+
+GETTING_STARTED = [
+    "Welcome to Chat-room!",
+    "Channels are group conversations; their names start with '#'. Type /join #lobby to enter one.",
+    "Click a channel or person on the left to read it; new messages show a count, mentions of your name a red @.",
+    "Double-click someone in the list on the right to talk privately. Type /help for every command.",
+]
+
+
+class ChatApp:
+    """The desktop client: one window, one connection at a time."""
+
+    def __init__(self, root: Any = None, settings: Settings | None = None, *, connect: bool = True,
+                 ask: bool | None = None, notifier: Callable[[str, str], None] | None = None,
+                 save_settings: bool = True) -> None:
+        self.settings = settings if settings is not None else settings_mod.load()
+        self.save_settings = save_settings
+        self.model = m.ChatModel(self.settings.nick)
+        self.history = m.InputHistory()
+        self.client: IRCConnection | None = None
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.notifier = notifier or notify
+        self.errors: list[BaseException] = []  # what went wrong in a callback (tests assert it stays empty)
+        self.closing = False
+        self.attention = 0  # mentions while the window was not focused
+        self.lag: float | None = None
+        self.status_text = "Not connected"
+        self._modal = False
+        self._completion: tuple[str, int, list[str], int, int] | None = None  # text, start, options, index, end
+        self._typing_sent: tuple[str, float] | None = None
+        self.root = root if root is not None else create_root(self.settings)
+        self.init_ui()
+        self.root.protocol("WM_DELETE_WINDOW", self.on_closing)
+        self.view.after(POLL_MS, self.poll)
+        self.view.after(TICK_MS, self.tick)
+        for text in GETTING_STARTED:
+            self._apply(self.model.add_info(m.SERVER_KEY, text, datetime.now(UTC)))
+        if connect:
+            wants_dialog = ask if ask is not None else True
+            self.view.after(10, lambda: self.setup_connection(ask=wants_dialog))
+
+    # -- the original design's methods -------------------------------------------------
+    def init_ui(self) -> None:
+        self.view = MainView(self.root, self, self.settings)
+        self.root.bind("<FocusIn>", lambda e: self.on_focus(), add="+")
+        self.refresh()
+
+    def setup_connection(self, settings: Settings | None = None, ask: bool = False, note: str = "") -> bool:
+        """Connect with ``settings`` (asking first when ``ask``); False when the user cancelled."""
+        s = settings or self.settings
+        if ask:
+            answer = self._dialog(self.view.ask_connect, s, note)
+            if answer is None:
+                self._set_status("Not connected. Use Server \u25b8 Connect\u2026 to connect.")
+                return False
+            s = answer
+        if self.client is not None:
+            self.client.quit("Changing server", timeout=1.0)
+            self.model = m.ChatModel(s.nick)
+        self.settings = s
+        self.model.nick = s.nick
+        self._save()
+        self.client = IRCConnection(s.host, s.port, s.nick, password=s.password or None, tls=s.tls,
+                                    tls_verify=s.tls_verify)
+        self.events = self.client.events
+        self.client.start(target=functools.partial(self.receive, self.client))
+        self.refresh()
+        return True
+
+    def receive(self, client: IRCConnection | None = None) -> None:
+        """The background thread: read the network, queue events. No widgets here."""
+        client = client or self.client
+        assert client is not None
+        client.run()
+
+    def send(self, text: str | None = None) -> None:
+        """Send what is in the input box (or ``text``): a command or a message."""
+        from_box = text is None
+        if text is None:
+            text = self.view.get_input()
+        if not text.strip():
+            return
+        if from_box:
+            self.history.add(text)
+            self.view.set_input("")
+        self._completion = None
+        for line in text.splitlines():
+            if line.strip():
+                self._run(interpret(line, self._context()))
+        self._typing_sent = None  # a message ends "typing" for its readers
+
+    def on_closing(self, reason: str = "Leaving") -> None:
+        """Tell the server (QUIT), remember the settings, close the window."""
+        if self.closing:
+            return
+        self.closing = True
+        self.settings.channels = sorted(self.model.wanted.values(), key=self.model.fold) or self.settings.channels
+        self._save()
+        if self.client is not None:
+            self.client.quit(reason, timeout=1.5)
+        self.view.destroy()
+
+    def run(self) -> None:
+        self.view.mainloop()
+
+    # -- the queue, drained on Tk's thread -------------------------------------------------
+    def poll(self) -> None:
+        if self.closing:
+            return
+        if not self._modal:
+            for _ in range(MAX_EVENTS_PER_POLL):
+                try:
+                    event = self.events.get_nowait()
+                except queue.Empty:
+                    break
+                try:
+                    self.handle_event(event)
+                except Exception as exc:  # keep the window alive; tests check self.errors
+                    log.exception("handling %r", event)
+                    self.errors.append(exc)
+        self.view.after(POLL_MS, self.poll)
+
+    def tick(self) -> None:
+        if self.closing:
+            return
+        try:
+            self._apply(self.model.expire_typing(datetime.now(UTC)))
+            self._typing_tick()
+        except Exception as exc:
+            log.exception("tick")
+            self.errors.append(exc)
+        self.view.after(TICK_MS, self.tick)
+
+    def handle_event(self, event: object) -> None:
+        now = datetime.now(UTC)
+        s = self.settings
+        if isinstance(event, Received):
+            self._apply(self.model.handle(event.message, now))
+        elif isinstance(event, Connecting):
+            self._set_status(f"Connecting to {s.host} port {s.port}\u2026" if event.attempt == 0
+                             else f"Reconnecting to {s.host} (try {event.attempt + 1})\u2026")
+        elif isinstance(event, Connected):
+            self._set_status(f"Connected to {s.host}, signing in\u2026")
+        elif isinstance(event, CapsChanged):
+            self.model.caps = set(event.enabled)
+        elif isinstance(event, Lag):
+            self.lag = event.seconds
+            self.view.set_lag(f"lag {event.seconds * 1000:.0f} ms")
+        elif isinstance(event, NickRetry):
+            self.model.nick = event.nick
+            self._apply(self.model.add_info(m.SERVER_KEY, f"Your nickname was taken; trying {event.nick}.", now))
+        elif isinstance(event, Disconnected):
+            self.lag = None
+            self.view.set_lag("")
+            if self.model.registered or event.retry_in is not None:
+                self._apply(self.model.disconnected(event.reason, now))
+            if event.retry_in is not None:
+                self._set_status(f"Connection lost ({event.reason}). Reconnecting in {event.retry_in:.0f} s\u2026")
+            else:
+                self._set_status(f"Disconnected: {event.reason}")
+        elif isinstance(event, Failed):
+            self._set_status(f"Not connected: {event.text}")
+            self._apply(self.model.add_info(m.SERVER_KEY, event.text, now, "error"))
+            if not self.closing:
+                self.view.after(0, lambda: self._failed(event))
+
+    def _failed(self, event: Failed) -> None:
+        self._dialog(self.view.show_error, "Could not connect", event.text)
+        self.setup_connection(ask=True, note=event.text)
+
+    # -- model updates -> view ------------------------------------------------------------
+    def _apply(self, updates: list[m.Update]) -> None:
+        model = self.model
+        # The model has already applied every update in the list: once a conversation
+        # has been redrawn whole, its LineAdded updates are on screen already.
+        drawn: set[str] = set()
+        for u in updates:
+            if isinstance(u, m.LineAdded):
+                if u.key == model.active and u.key not in drawn:
+                    self.view.append(u.line, model.nick)
+            elif isinstance(u, m.SidebarChanged):
+                self._refresh_sidebar()
+            elif isinstance(u, m.Redraw | m.TopicChanged | m.MembersChanged | m.TypingChanged):
+                if u.key == model.active:
+                    if isinstance(u, m.Redraw):
+                        drawn.add(u.key)
+                    {m.Redraw: self._redraw, m.TopicChanged: self._refresh_topic,
+                     m.MembersChanged: self._refresh_users, m.TypingChanged: self._refresh_typing}[type(u)]()
+            elif isinstance(u, m.Opened):
+                self._refresh_sidebar()
+                if u.focus:
+                    self.on_select(u.key)
+                    drawn.add(u.key)
+            elif isinstance(u, m.Mention):
+                self._attend(u.key, u.line)
+            elif isinstance(u, m.Send):
+                if self.client is not None:
+                    self.client.send(u.message)
+            elif isinstance(u, m.Registered):
+                self._set_status(f"Connected to {self.settings.host} as {u.nick}")
+                self.settings.nick = u.nick
+                if not model.wanted and self.settings.channels:
+                    self._send(Message("JOIN", (",".join(self.settings.channels),)))
+            elif isinstance(u, m.OwnNickChanged):
+                self._set_status(f"Connected to {self.settings.host} as {u.nick}")
+            elif isinstance(u, m.AwayChanged):
+                self._set_status(f"Connected to {self.settings.host} as {model.nick}" + (" (away)" if u.away else ""))
+            elif isinstance(u, m.NickInUse):
+                if not u.registered:
+                    self.view.after(0, functools.partial(self._ask_nick, u.nick))
+            elif isinstance(u, m.PasswordRejected):
+                self.view.after(0, self._password_rejected)
+
+    def _ask_nick(self, nick: str) -> None:
+        if self.client is None or self.model.registered:
+            return
+        new = self._dialog(self.view.ask_nick,
+                           f"Someone is already using the nickname {nick!r}. Pick another one:", nick + "_")
+        if new and new.strip():
+            self.model.nick = new.strip()
+            self.client.send(Message("NICK", (new.strip(),)))
+        else:
+            self.client.quit("No nickname")
+            self._set_status("Not connected (no free nickname chosen).")
+
+    def _password_rejected(self) -> None:
+        text = "The server did not accept the password. Check it with the server's owner and try again."
+        self._dialog(self.view.show_error, "Wrong password", text)
+        self.setup_connection(ask=True, note=text)
+
+    def _attend(self, key: str, line: m.Line) -> None:
+        """A mention: highlight is drawn by the view; here the bell, title and a notification."""
+        focused = self.view.is_focused()
+        if focused and key == self.model.active:
+            return
+        self.view.bell()
+        if not focused:
+            self.attention += 1
+            self._refresh_title()
+        conv = self.model.conversations.get(key)
+        where = "privately" if conv is not None and conv.kind == "query" else f"in {conv.name if conv else key}"
+        if self.settings.notifications:
+            self.notifier(f"{line.nick} {where}", line.text)
+
+    # -- drawing helpers --------------------------------------------------------------------
+    def refresh(self) -> None:
+        self._refresh_sidebar()
+        self._redraw()
+        self._refresh_topic()
+        self._refresh_users()
+        self._refresh_typing()
+
+    def _refresh_sidebar(self) -> None:
+        items = [SidebarItem(key, c.name, c.kind, c.unread, c.mentions, c.joined or c.kind != "channel")
+                 for key, c in self.model.ordered()]
+        self.view.set_sidebar(items, self.model.active)
+        self._refresh_title()
+
+    def _refresh_title(self) -> None:
+        conv = self.model.conversations[self.model.active]
+        mentions = sum(c.mentions for c in self.model.conversations.values()) + self.attention
+        unread = any(c.unread for c in self.model.conversations.values())
+        prefix = f"({mentions}) " if mentions else "* " if unread else ""
+        name = conv.name if conv.kind != "server" else self.settings.host
+        self.view.set_title(f"{prefix}{name} \u2014 Chat-room")
+
+    def _redraw(self) -> None:
+        conv = self.model.conversations[self.model.active]
+        marker = conv.first_unread if conv.first_unread is not None and conv.first_unread < len(conv.lines) else None
+        self.view.show(self.model.active, conv.lines, marker, self.model.nick)
+
+    def _refresh_topic(self) -> None:
+        conv = self.model.conversations[self.model.active]
+        if conv.kind == "channel":
+            text = conv.topic or "(no topic set \u2014 /topic text sets one)"
+            if not conv.joined:
+                text = "You are not in this channel. /join " + conv.name + " to go back in."
+            self.view.set_topic(f"{conv.name}: {text}")
+        elif conv.kind == "query":
+            self.view.set_topic(f"Private conversation with {conv.name}")
+        else:
+            self.view.set_topic(f"{self.settings.host} \u2014 server messages")
+
+    def _refresh_users(self) -> None:
+        members = self.model.sorted_members(self.model.active)
+        items = [UserItem(self.model.prefix_of(x), x.nick, x.away) for x in members]
+        title = f"People ({len(items)})" if self.model.conversations[self.model.active].kind == "channel" else "People"
+        self.view.set_users(items, title)
+
+    def _refresh_typing(self) -> None:
+        names = self.model.typing_names(self.model.active)
+        if not names:
+            text = ""
+        elif len(names) == 1:
+            text = f"{names[0]} is typing\u2026"
+        elif len(names) <= 3:
+            text = f"{', '.join(names[:-1])} and {names[-1]} are typing\u2026"
+        else:
+            text = "Several people are typing\u2026"
+        self.view.set_typing(text)
+
+    def _set_status(self, text: str) -> None:
+        self.status_text = text
+        self.view.set_status(text)
+
+    # -- what the user does (called by the view) ----------------------------------------------
+    def on_select(self, key: str) -> None:
+        if key not in self.model.conversations:
+            return
+        self.model.select(key)
+        self._completion = None
+        self.refresh()
+
+    def on_history(self, older: bool) -> None:
+        current = self.view.get_input()
+        self.view.set_input(self.history.older(current) if older else self.history.newer(current))
+
+    def on_complete(self) -> None:
+        text, cursor = self.view.get_input(), self.view.input_cursor()
+        state = self._completion
+        if state is not None and state[0] == text and state[4] == cursor:
+            _, start, options, index, _ = state
+            index = (index + 1) % len(options)
+            original = text[:start] + text[cursor:]
+        else:
+            start = text.rfind(" ", 0, cursor) + 1
+            word = text[start:cursor]
+            options = self.model.complete(self.model.active, word, start == 0, [*COMMANDS, *ALIASES])
+            if not options:
+                self.view.bell()
+                return
+            index = 0
+            original = text[:start] + text[cursor:]
+        choice = options[index]
+        if choice.startswith("/") or (not choice.endswith(": ") and start + len(choice) >= len(original)):
+            choice += " "
+        new = original[:start] + choice + original[start:]
+        self.view.set_input(new, start + len(choice))
+        self._completion = (new, start, options, index, start + len(choice))
+
+    def on_paste(self, text: str) -> bool:
+        lines = [ln for ln in text.replace("\r\n", "\n").split("\n") if ln.strip()]
+        if not lines:
+            return True
+        if len(lines) == 1:
+            self.view.set_input(self.view.get_input() + lines[0])
+            return True
+        conv = self.model.conversations[self.model.active]
+        where = conv.name if conv.kind != "server" else "the server"
+        if len(lines) > PASTE_CONFIRM_LINES and not self._dialog(
+                self.view.confirm, "Send several lines?",
+                f"You are pasting {len(lines)} lines. Send them to {where} as {len(lines)} messages?"):
+            return True
+        for line in lines:
+            self.send(line)
+        return True
+
+    def on_typing(self) -> None:
+        """A key was typed: tell the conversation (IRCv3 +typing), at most every few seconds."""
+        conv = self.model.conversations[self.model.active]
+        text = self.view.get_input()
+        if conv.kind == "server" or "message-tags" not in self.model.caps or not text or text.startswith("/"):
+            return
+        now = time.monotonic()
+        if self._typing_sent and self._typing_sent[0] == conv.name and now - self._typing_sent[1] < TYPING_RESEND:
+            return
+        self._typing_sent = (conv.name, now)
+        self._send(Message("TAGMSG", (conv.name,), tags={"+typing": "active"}), quiet=True)
+
+    def _typing_tick(self) -> None:
+        if self._typing_sent is None:
+            return
+        target, since = self._typing_sent
+        active = self.model.conversations[self.model.active]
+        if not self.view.get_input() or active.name != target:
+            self._send(Message("TAGMSG", (target,), tags={"+typing": "done"}), quiet=True)
+            self._typing_sent = None
+        elif time.monotonic() - since > 10:
+            self._send(Message("TAGMSG", (target,), tags={"+typing": "paused"}), quiet=True)
+            self._typing_sent = (target, time.monotonic())
+
+    def on_close_conversation(self, key: str) -> None:
+        conv = self.model.conversations.get(key)
+        if conv is None or conv.kind == "server":
+            return
+        if conv.kind == "channel" and conv.joined:
+            self._send(Message("PART", (conv.name,)))
+        self._apply(self.model.close(key))
+        self.refresh()
+
+    def on_open_query(self, nick: str) -> None:
+        _key, updates = self.model.open(nick, focus=True)
+        self._apply(updates)
+
+    def on_connect_dialog(self) -> None:
+        self.setup_connection(ask=True)
+
+    def on_theme(self, name: str) -> None:
+        self.settings.theme = name
+        self.view.apply_theme(name)
+        self._redraw()
+        self._save()
+
+    def on_zoom(self, step: int) -> None:
+        self.settings.font_size = max(7, min(32, self.settings.font_size + step))
+        self.view.set_font_size(self.settings.font_size)
+        self._save()
+
+    def on_help(self) -> None:
+        self._run(interpret("/help", self._context()))
+
+    def on_focus(self) -> None:
+        if self.attention:
+            self.attention = 0
+            self._refresh_title()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _context(self) -> Context:
+        conv = self.model.conversations[self.model.active]
+        return Context(target=None if conv.kind == "server" else conv.name, nick=self.model.nick,
+                       chantypes=self.model.chantypes, echo="echo-message" in self.model.caps)
+
+    def _run(self, out: Outcome) -> None:
+        now = datetime.now(UTC)
+        if out.error:
+            self._apply(self.model.add_info(None, out.error, now, "error"))
+        for text in out.info:
+            self._apply(self.model.add_info(None, text, now))
+        if out.quit is not None:
+            self.on_closing(out.quit)
+            return
+        if out.send and not self._send(*out.send):
+            return
+        for target, kind, text in out.own:
+            self._apply(self.model.add_own(target, kind, text, now))
+        if out.open:
+            _key, updates = self.model.open(out.open, focus=True)
+            self._apply(updates)
+        if out.close:
+            self.on_close_conversation(self.model.key(out.close))
+
+    def _send(self, *messages: Message, quiet: bool = False) -> bool:
+        if self.client is None or not self.client.connected:
+            if not quiet:
+                self._apply(self.model.add_info(None, "Not connected: nothing was sent.", datetime.now(UTC), "error"))
+            return False
+        return all(self.client.send(msg) for msg in messages)
+
+    def _dialog(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run a modal dialog; the queue waits meanwhile (no re-entrant polling)."""
+        self._modal = True
+        try:
+            return func(*args)
+        finally:
+            self._modal = False
+
+    def _save(self) -> None:
+        if self.save_settings:
+            try:
+                settings_mod.save(replace(self.settings))
+            except OSError as exc:
+                log.warning("cannot save settings: %s", exc)
