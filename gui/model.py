@@ -400,7 +400,7 @@ class ChatModel:
         """The user looks at ``key``: its unread lines become read; the one looked at
         before keeps a marker where its new lines will start."""
         old = self.conversations.get(self.active)
-        if old is not None:
+        if old is not None and self.active != key:
             old.first_unread = len(old.lines)
         conv = self.conversations.get(key)
         if conv is None:

@@ -53,6 +53,11 @@ PALETTES = {
 }
 
 
+# Keys that do not mean "writing a message" (the typing notification ignores them).
+_NOT_TYPING = frozenset({"Return", "KP_Enter", "Up", "Down", "Tab", "Escape", "Shift_L", "Shift_R", "Control_L",
+                         "Control_R", "Alt_L", "Alt_R", "Prior", "Next"})
+
+
 @dataclass(frozen=True, slots=True)
 class SidebarItem:
     key: str
@@ -184,7 +189,7 @@ class MainView:
         self.entry.bind("<Down>", lambda e: self._call(self.h.on_history, False))
         self.entry.bind("<Tab>", lambda e: self._call(self.h.on_complete))
         self.entry.bind("<<Paste>>", self._paste)
-        self.entry.bind("<KeyRelease>", lambda e: self.h.on_typing() if e.char and e.char.isprintable() else None)
+        self.entry.bind("<KeyRelease>", lambda e: None if e.keysym in _NOT_TYPING else self.h.on_typing())
         panes.add(centre, weight=1)
 
         users = ttk.Frame(panes, padding=(0, 6, 6, 6))
