@@ -1,4 +1,12 @@
-"""Resource use of every server process, through psutil."""
+"""Resource use of every server process, through psutil.
+
+The supervisor's sampler thread calls :func:`process_usage` and
+:func:`system_usage` every ``metrics_interval`` seconds; the log line
+(:func:`summary`), ``STATS`` and ``/metrics`` all show that one sample.
+Connections held are counted by the server itself (each worker's sessions), not
+by psutil: ``net_connections()`` parses the system-wide socket table, far too
+slow with tens of thousands of sockets.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +26,8 @@ def raise_fd_limit() -> int:
 
 
 def process_usage(procs: dict[str, int]) -> dict[str, dict[str, Any]]:
-    """CPU %, RSS, threads and fds of each named pid (CPU % since the last call
-    for the same pid, as psutil does)."""
+    """CPU %, RSS, threads, fds and start time of each named pid (CPU % since
+    the last call for the same pid, as psutil does; 0 on the first call)."""
     out: dict[str, dict[str, Any]] = {}
     for name, pid in procs.items():
         try:
@@ -31,9 +39,13 @@ def process_usage(procs: dict[str, int]) -> dict[str, dict[str, Any]]:
                     "rss": p.memory_info().rss,
                     "threads": p.num_threads(),
                     "fds": p.num_fds(),
+                    "conns": 0,
+                    "started": p.create_time(),
                 }
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             _CACHE.pop(pid, None)
+    for pid in set(_CACHE) - set(procs.values()):
+        del _CACHE[pid]  # respawned workers: forget the dead
     return out
 
 
@@ -48,12 +60,40 @@ def _cached(pid: int) -> psutil.Process:
     return p
 
 
-def summary(usage: dict[str, dict[str, Any]], clients: int) -> str:
-    cpu = sum(u["cpu"] for u in usage.values())
-    rss = sum(u["rss"] for u in usage.values())
-    threads = sum(u["threads"] for u in usage.values())
-    load1, _, _ = psutil.getloadavg()
+def system_usage() -> dict[str, Any]:
+    load1, load5, load15 = psutil.getloadavg()
     mem = psutil.virtual_memory()
-    parts = " ".join(f"{n}={u['cpu']:.0f}%/{u['rss'] >> 20}MiB" for n, u in usage.items())
-    return (f"{clients} clients; cpu {cpu:.0f}% rss {rss >> 20} MiB threads {threads}; "
-            f"load {load1:.2f} mem {mem.percent:.0f}%; {parts}")
+    return {"load1": load1, "load5": load5, "load15": load15, "cpus": psutil.cpu_count() or 1,
+            "mem_total": mem.total, "mem_available": mem.available, "mem_percent": mem.percent}
+
+
+def _rate(now: dict[str, Any], before: dict[str, Any] | None, *path: str) -> float:
+    if before is None:
+        return 0.0
+    dt = now["time"] - before["time"]
+    if dt <= 0:
+        return 0.0
+
+    def total(v: dict[str, Any]) -> float:
+        d: Any = v
+        for p in path:
+            d = d.get(p, {})
+        return float(sum(d.values()) if isinstance(d, dict) else d)
+
+    return (total(now) - total(before)) / dt
+
+
+def summary(view: dict[str, Any], before: dict[str, Any] | None = None) -> str:
+    """The one-line resource report (see docs/operations.md)."""
+    usage, total, sys_ = view["usage"], view["total"], view["system"]
+    bus = view["bus"]
+    msgs = _rate(view, before, "counters", "messages_in")
+    outs = _rate(view, before, "counters", "deliveries")
+    parts = " ".join(f"{n}={u['cpu']:.0f}%/{u['rss'] >> 20}MiB/{u['threads']}t/{u['fds']}fd/{u.get('conns', 0)}c"
+                     for n, u in usage.items())
+    depth = max(bus.get("depth", {}).values(), default=0)
+    load = f"load {sys_['load1']:.2f} mem {sys_['mem_percent']:.0f}%" if sys_ else "load ? mem ?"
+    return (f"{view['connections']} connections, {bus.get('users', '?')} users, {bus.get('channels', '?')} channels; "
+            f"msgs in {msgs:.1f}/s, deliveries {outs:.1f}/s, inbox depth {depth}; "
+            f"cpu {total['cpu']:.0f}% rss {total['rss'] >> 20} MiB threads {total['threads']} fds {total['fds']}; "
+            f"{load}; {parts}")

@@ -1,6 +1,11 @@
 """The supervisor: starts the manager, the workers and the acceptor, then loops
 over small verbs (gunicorn's arbiter is the model): handle signals, reap and
-respawn workers, murder hung ones, report resources.
+respawn workers, murder hung ones, check health, report resources.
+
+Observability (server/metrics.py): each worker ships a counter snapshot once a
+second over its own socketpair, which this loop reads; a sampler thread takes
+psutil figures and the bus's stats; ``/metrics`` and ``/healthz`` are served
+from a small HTTP thread when ``metrics_port`` is set.
 
 Signal handlers only enqueue; the loop acts. SIGTERM/SIGINT stop the server
 (every client gets ``ERROR :Server shutting down``), SIGHUP reloads the
@@ -12,10 +17,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +31,10 @@ from . import config as config_mod
 from .acceptor import run_acceptor
 from .config import Config
 from .logs import setup_logging
-from .manager import ChatManager, start_manager
-from .resources import process_usage, raise_fd_limit, summary
+from .manager import ChatManager, _init_bus
+from .metrics import ACCEPTOR_SLOTS, HEARTBEAT_STALE, Aggregator, MetricsServer, report_for_workers
+from .resources import process_usage, raise_fd_limit, summary, system_usage
+from .tls import TLSConfigError, context_from
 from .worker import BOOT_ERROR, run_worker
 
 log = logging.getLogger("server.supervisor")
@@ -41,6 +50,8 @@ class WorkerSlot:
     heartbeat: Any
     started: float
     restarts: int = 0
+    stats: socket.socket | None = None  # our end of the worker's snapshot socketpair
+    ready: bool = False  # its first snapshot arrived
 
 
 class Supervisor:
@@ -58,6 +69,16 @@ class Supervisor:
         self.control: socket.socket | None = None
         self.listeners: list[socket.socket] = []
         self.last_report = time.monotonic()
+        self.sel = selectors.DefaultSelector()
+        self.aggregator = Aggregator()
+        self.acceptor_counters: Any = self.ctx.Array("q", len(ACCEPTOR_SLOTS), lock=False)
+        self.metrics_server: MetricsServer | None = None
+        self.current_pids: dict[str, int] = {}
+        self.sample_seq = 0
+        self.sent_seq = 0
+        self.sampler_wake = threading.Event()
+        self.problems: list[str] = ["starting"]
+        self.last_view: dict[str, Any] | None = None
 
     # -- start ----------------------------------------------------------------
     def start(self) -> None:
@@ -71,13 +92,38 @@ class Supervisor:
         lsock.set_inheritable(False)
         self.listeners = [lsock]
         self.port = lsock.getsockname()[1]
-        self.manager = start_manager(cfg.bus_settings(), self.ctx)
+        self.tls_listeners: list[socket.socket] = []
+        if cfg.tls_cert:  # TLS is on when a certificate is configured (docs/security.md)
+            try:
+                context_from(cfg)
+                tsock = socket.create_server((cfg.host, cfg.tls_port), backlog=4096, reuse_port=False)
+            except TLSConfigError as exc:
+                print(f"chatroom-server: {exc}", file=sys.stderr)
+                raise SystemExit(EXIT_LISTEN_ERROR) from None
+            except OSError as exc:
+                print(f"chatroom-server: cannot listen on {cfg.host}:{cfg.tls_port}: {exc.strerror or exc}",
+                      file=sys.stderr)
+                raise SystemExit(EXIT_LISTEN_ERROR) from None
+            tsock.set_inheritable(False)
+            self.tls_listeners = [tsock]
+            self.tls_port = tsock.getsockname()[1]
+        if cfg.metrics_port:
+            try:
+                self.metrics_server = MetricsServer((cfg.metrics_host, cfg.metrics_port), self.aggregator)
+            except OSError as exc:
+                print(f"chatroom-server: cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: "
+                      f"{exc.strerror or exc}", file=sys.stderr)
+                raise SystemExit(EXIT_LISTEN_ERROR) from None
+        self.manager = ChatManager(ctx=self.ctx)
+        self.manager.start(initializer=_manager_init, initargs=(cfg.bus_settings(), cfg))
         self.bus = self.manager.get_bus()  # type: ignore[attr-defined]
         pairs = {i: socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for i in range(cfg.workers)}
         self.control, acc_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         acceptor_ends = {i: a for i, (a, _) in pairs.items()}
         keep_out_of_workers = [s.fileno() for s in
-                               (*self.listeners, self.control, acc_control, *acceptor_ends.values())]
+                               (*self.listeners, *self.tls_listeners, self.control, acc_control,
+                                *acceptor_ends.values())]
+        keep_out_of_workers += self.metrics_fds()
         for i, (_, w_end) in pairs.items():
             others = [p[1].fileno() for j, p in pairs.items() if j != i]
             self.spawn_worker(i, w_end, keep_out_of_workers + others)
@@ -86,29 +132,54 @@ class Supervisor:
         ready = self.ctx.Event()
         self.acceptor = self.ctx.Process(
             target=run_acceptor, name="chatroom-acceptor",
-            args=(cfg, self.listeners, acceptor_ends, acc_control, [self.control.fileno()], ready))
+            args=(cfg, self.listeners, acceptor_ends, acc_control,
+                  [self.control.fileno(), *self.metrics_fds(), *self.stats_fds()], ready, self.acceptor_counters,
+                  self.tls_listeners))
         self.acceptor.start()
         for a_end in acceptor_ends.values():
             a_end.close()
         acc_control.close()
-        for lsock in self.listeners:
+        for lsock in [*self.listeners, *self.tls_listeners]:
             lsock.close()  # the acceptor has them now
         ready.wait(10)
         self.wait_for_workers()
         if self.stopping:
             return
+        self.current_pids = self.pids()
+        threading.Thread(target=self.sampler, name="sampler", daemon=True).start()
+        if self.metrics_server is not None:
+            self.metrics_server.start()
+            host, mport = self.metrics_server.server_address[:2]
+            log.info("metrics on http://%s:%d/metrics and /healthz", host, mport)
         log.info("listening on %s:%d with %d workers (pid %d)", cfg.host, self.port, cfg.workers, os.getpid())
+        if cfg.tls_cert:
+            log.info("TLS on %s:%d (certificate %s)", cfg.host, self.tls_port, cfg.tls_cert)
 
     def spawn_worker(self, index: int, w_end: socket.socket, close_fds: list[int]) -> None:
         heartbeat = self.ctx.Value("d", 0.0, lock=False)
         address = self.manager.address  # type: ignore[union-attr]
         authkey = bytes(multiprocessing.current_process().authkey)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        close = [*close_fds, *self.stats_fds(), *self.metrics_fds(), ours.fileno()]
         proc = self.ctx.Process(
             target=run_worker, name=f"chatroom-worker-{index}",
-            args=(index, self.config, self.argv, address, authkey, w_end, heartbeat, close_fds))
+            args=(index, self.config, self.argv, address, authkey, w_end, heartbeat, close, theirs))
         proc.start()
+        theirs.close()
+        ours.setblocking(False)
         old = self.slots.get(index)
-        self.slots[index] = WorkerSlot(index, proc, heartbeat, time.monotonic(), old.restarts + 1 if old else 0)
+        if old is not None and old.stats is not None:
+            self.sel.unregister(old.stats)
+            old.stats.close()
+        self.sel.register(ours, selectors.EVENT_READ, index)
+        self.slots[index] = WorkerSlot(index, proc, heartbeat, time.monotonic(), old.restarts + 1 if old else 0,
+                                       ours)
+
+    def stats_fds(self) -> list[int]:
+        return [s.stats.fileno() for s in self.slots.values() if s.stats is not None]
+
+    def metrics_fds(self) -> list[int]:
+        return [self.metrics_server.fileno()] if self.metrics_server is not None else []
 
     def wait_for_workers(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
@@ -142,11 +213,13 @@ class Supervisor:
         signal.set_wakeup_fd(wfd)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, self.enqueue_signal)
-        sel = selectors.DefaultSelector()
+        sel = self.sel
         sel.register(rfd, selectors.EVENT_READ)
         self.start()
         while not self.stopping:
-            sel.select(1.0)
+            for key, _ in sel.select(1.0):
+                if key.fileobj != rfd:
+                    self.read_snapshots(key.data)
             try:
                 os.read(rfd, 4096)
             except BlockingIOError:
@@ -157,6 +230,8 @@ class Supervisor:
             self.reap_workers()
             self.check_processes()
             self.murder_workers()
+            self.check_health()
+            self.send_reports()
             self.report()
         self.halt()
         return self.exit_code
@@ -200,6 +275,7 @@ class Supervisor:
                 self.stopping = True
                 return
             dropped = self.bus.drop_worker(index, "Connection closed")
+            self.aggregator.retire_worker(index)
             log.error("worker %d (pid %s) died with exit code %s; %d clients dropped; respawning",
                       index, proc.pid, proc.exitcode, dropped)
             self.respawn(index)
@@ -236,20 +312,108 @@ class Supervisor:
                 pids[f"worker-{index}"] = slot.process.pid
         return pids
 
+    # -- observability ----------------------------------------------------------
+    def read_snapshots(self, index: int) -> None:
+        """Take every counter snapshot waiting on a worker's socket."""
+        slot = self.slots.get(index)
+        if slot is None or slot.stats is None:
+            return
+        while True:
+            try:
+                data = slot.stats.recv(1 << 16)
+            except OSError:
+                return
+            if not data:  # the worker is gone; reap_workers will see it
+                self.sel.unregister(slot.stats)
+                slot.stats.close()
+                slot.stats = None
+                return
+            try:
+                snap = pickle.loads(data)
+            except Exception:
+                log.warning("worker %d sent an unreadable snapshot", index)
+                continue
+            self.aggregator.update_worker(snap)
+            slot.ready = True
+
+    def check_health(self) -> None:
+        """What ``/healthz`` says; a change is logged."""
+        problems = []
+        if self.acceptor is None or not self.acceptor.is_alive():
+            problems.append("acceptor down")
+        manager_proc = getattr(self.manager, "_process", None)
+        if manager_proc is None or not manager_proc.is_alive():
+            problems.append("manager down")
+        elif self.aggregator.bus_time and time.time() - self.aggregator.bus_time > max(5.0, 5 * self.interval()):
+            problems.append("manager not answering")
+        now = time.time()
+        for index, slot in sorted(self.slots.items()):
+            if not slot.process.is_alive():
+                problems.append(f"worker {index} down")
+            elif not slot.ready:
+                problems.append(f"worker {index} starting")
+            elif now - slot.heartbeat.value > HEARTBEAT_STALE:
+                problems.append(f"worker {index} not responding")
+        if problems != self.problems:
+            if problems:
+                log.warning("health: failing (%s)", ", ".join(problems))
+            else:
+                log.info("health: ok")
+            self.problems = problems
+            self.aggregator.set_health(problems)
+
+    def interval(self) -> float:
+        return max(0.1, self.config.metrics_interval)
+
+    def sampler(self) -> None:
+        """Thread: psutil figures and the bus's stats every ``metrics_interval``
+        (off the loop, so a slow manager never holds it up)."""
+        while not self.stopping:
+            try:
+                usage = process_usage(dict(self.current_pids))
+                system = system_usage()
+            except Exception:
+                log.exception("resource sample failed")
+                usage, system = {}, {}
+            try:
+                bus = self.bus.stats()
+            except Exception:
+                bus = None
+            self.aggregator.set_sample(usage, system, bus, list(self.acceptor_counters))
+            self.sample_seq += 1
+            self.sampler_wake.wait(self.interval())
+
+    def send_reports(self) -> None:
+        """After each sample: the report ``STATS`` shows, down to every worker."""
+        self.current_pids = self.pids()
+        if self.sent_seq == self.sample_seq:
+            return
+        self.sent_seq = self.sample_seq
+        data = pickle.dumps(report_for_workers(self.aggregator.view()))
+        for slot in self.slots.values():
+            if slot.stats is not None:
+                try:
+                    slot.stats.send(data, socket.MSG_DONTWAIT)
+                except OSError:
+                    pass
+
     def report(self) -> None:
+        """The one-line resource summary in the log, every ``report_interval``."""
         interval = self.config.report_interval
-        if not interval or time.monotonic() - self.last_report < interval:
+        if not interval or time.monotonic() - self.last_report < interval or not self.sample_seq:
             return
         self.last_report = time.monotonic()
-        try:
-            clients = self.bus.query("lusers")["users"]
-        except Exception:
-            clients = -1
-        log.info("resources: %s", summary(process_usage(self.pids()), clients))
+        view = self.aggregator.view()
+        log.info("resources: %s", summary(view, self.last_view))
+        self.last_view = view
 
     # -- stop -----------------------------------------------------------------
     def halt(self) -> None:
         deadline = time.monotonic() + 4.0
+        self.sampler_wake.set()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
         if self.acceptor is not None and self.acceptor.is_alive():
             self.acceptor.terminate()
         for slot in self.slots.values():
@@ -260,12 +424,24 @@ class Supervisor:
             if proc.is_alive():
                 proc.kill()
                 proc.join(1)
+        if self.bus is not None:
+            try:
+                rows = self.bus.flush_history()
+                log.info("history flushed (%d messages written since start)", rows)
+            except Exception:
+                log.exception("history could not be flushed")
         if self.manager is not None:
             try:
                 self.manager.shutdown()
             except Exception:
                 pass
         log.info("stopped")
+
+
+def _manager_init(settings: dict[str, Any], config: Config) -> None:
+    """The manager process's initializer: its own logging, then the bus."""
+    setup_logging(config, "manager")
+    _init_bus(settings)
 
 
 def main(argv: list[str] | None = None) -> int:

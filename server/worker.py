@@ -31,12 +31,17 @@ from typing import Any
 
 from server.protocol import Message, RemoteProtocolError
 
+from . import cloak as cloak_mod
 from . import config as config_mod
+from . import stats as _stats  # noqa: F401  (registers the STATS command)
+from . import tls as tls_mod
 from .config import Config
 from .logs import setup_logging
 from .manager import BusProxy, connect_bus
+from .metrics import WorkerStats, exchange
 from .sendq import Writer
 from .session import Pending, Session, handle_client
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +50,7 @@ BOOT_ERROR = 3
 
 class Worker:
     def __init__(self, index: int, config: Config, argv: list[str], bus_address: Any, authkey: bytes,
-                 handoff: socket.socket, heartbeat: Any) -> None:
+                 handoff: socket.socket, heartbeat: Any, stats_sock: socket.socket | None = None) -> None:
         self.index = index
         self.config = config
         self.argv = argv
@@ -61,14 +66,31 @@ class Worker:
         self.channel_names: dict[str, str] = {}
         self.writer = Writer()
         self.running = True
+        self.publishing = False
+        self._store: Store | None = None
         self._sid_base = (os.getpid() & 0xFFFFFF) << 32
         self._sid_next = 0
         self._sid_lock = threading.Lock()
         self.msgid_prefix = secrets.token_hex(3) + f"{index:x}"
         self._flood_exempt = config.networks("flood_exempt")
+        self.cloak_key = cloak_mod.load_key(config)
+        self._cloak_exempt = config.networks("cloak_exempt")
+        self.tls_context = tls_mod.context_from(config)  # rebuilt on SIGHUP; sessions keep theirs
         self.deliveries = 0
+        self.event_deliveries = 0
+        # observability (server/metrics.py): plain counters, a snapshot channel to
+        # the supervisor, and the supervisor's latest resource report for STATS
+        self.stats = WorkerStats()
+        self.stats_sock = stats_sock
+        self.report: dict[str, Any] | None = None
 
     # -- helpers for sessions -------------------------------------------------
+    def cloak(self, ip: str) -> str:
+        """The host other users see for ``ip`` (server/cloak.py)."""
+        if not self.config.cloak or _in_networks(ip, self._cloak_exempt):
+            return ip
+        return cloak_mod.cloak(ip, self.cloak_key)
+
     def is_flood_exempt(self, ip: str) -> bool:
         try:
             addr = ipaddress.ip_address(ip)
@@ -78,6 +100,14 @@ class Worker:
 
     def publish(self, item: tuple[Any, ...]) -> None:
         self.outq.put(item)
+
+    def get_store(self) -> Store:
+        """This worker's connection to the database (opened on first use)."""
+        if self._store is None:
+            with self._sid_lock:
+                if self._store is None:
+                    self._store = Store(self.config.data_dir)
+        return self._store
 
     def new_sid(self) -> int:
         with self._sid_lock:
@@ -93,8 +123,10 @@ class Worker:
         except OSError:
             pass
         self.sessions.pop(session.sid, None)
-        if session.registered:
-            log.info("client %s:%s (%s) left: %s", session.ip, session.port, session.nick, reason)
+        self.stats.count_disconnect(session.closing)
+        # a QUIT's text is the user's words: not logged
+        log.info("client %s:%s (%s) left: %s", session.ip, session.port, session.nick,
+                 "Quit" if reason.startswith("Quit:") else reason)
         if not session.forgotten:
             self.publish(("r", session.sid, 0, "disconnect", (session.sid, reason)))
         try:
@@ -106,6 +138,8 @@ class Worker:
     def publisher(self) -> None:
         bus = connect_bus(self.bus_address, self.authkey)
         limit = self.config.bus_batch
+        counts = self.stats.messages_in
+        observe = self.stats.batch_size.observe
         get = self.outq.get
         get_nowait = self.outq.get_nowait
         while self.running:
@@ -114,11 +148,17 @@ class Worker:
             except queue.Empty:
                 continue
             batch = [first]
+            self.publishing = True
             try:
                 while len(batch) < limit:
                     batch.append(get_nowait())
             except queue.Empty:
                 pass
+            for item in batch:
+                if item[0] == "m":
+                    counts[item[4]] += 1
+            observe(len(batch))
+            batch.append(("L", time.time()))  # the bus hands it on: latency, seen by subscribers
             try:
                 bus.publish(self.index, batch)
             except (EOFError, OSError, BrokenPipeError):
@@ -128,6 +168,8 @@ class Worker:
                 return
             except Exception:
                 log.exception("publisher: a batch of %d items failed", len(batch))
+            finally:
+                self.publishing = False
 
     def subscriber(self) -> None:
         bus: BusProxy = connect_bus(self.bus_address, self.authkey)
@@ -154,7 +196,8 @@ class Worker:
         touched: list[Session] = []
         sessions = self.sessions
         channels = self.channels
-        count = 0
+        count = events = 0
+        stamps: list[float] = []
 
         def put(s: Session, data: bytes) -> None:
             buf = s.batchbuf
@@ -211,10 +254,18 @@ class Worker:
                 s = sessions.get(sid)
                 if s is not None:
                     put(s, Message(numeric, (s.nick, *params, text), self.config.server_name).to_bytes())
+            elif kind == "L":
+                stamps.append(item[1])
             else:
-                count += self.apply_event(item, put)
+                events += self.apply_event(item, put)
         flush()
         self.deliveries += count
+        self.event_deliveries += events
+        if stamps:
+            now = time.time()
+            observe = self.stats.latency.observe
+            for t in stamps:
+                observe(now - t)
 
     def apply_event(self, item: tuple[Any, ...], put: Any) -> int:
         """A state event: update the local replica and tell the local clients."""
@@ -321,6 +372,16 @@ class Worker:
                         seen.add(msid)
                         put(m, line)
                         n += 1
+        elif kind == "C":  # account-notify
+            _, sid, prefix, account, keys = item
+            line = Message("ACCOUNT", (account,), prefix).to_bytes()
+            seen = {sid}
+            for key in keys:
+                for msid, m in channels.get(key, {}).items():
+                    if msid not in seen and "account-notify" in m.caps:
+                        seen.add(msid)
+                        put(m, line)
+                        n += 1
         elif kind == "Z":  # KILL or K-line: cut the client off
             _, sid, reason = item
             s = self.sessions.get(sid)
@@ -350,6 +411,7 @@ class Worker:
         cfg = self.config
         while self.running:
             self.heartbeat.value = time.time()
+            exchange(self)
             now = time.monotonic()
             for s in list(self.sessions.values()):
                 if s.closing is not None:
@@ -359,6 +421,12 @@ class Worker:
                         s.close("Registration timed out")
                     continue
                 idle = now - s.last_active
+                if s.protect_deadline is not None and now > s.protect_deadline:
+                    # a registered nick used without logging in: rename (a round trip, so not here)
+                    from .accounts import enforce_protection
+
+                    s.protect_deadline = None
+                    threading.Thread(target=enforce_protection, args=(s,), daemon=True).start()
                 if s.ping_sent is not None:
                     if now - s.ping_sent > cfg.ping_timeout:
                         s.close(f"Ping timeout: {int(now - s.last_active)} seconds")
@@ -414,16 +482,22 @@ class Worker:
                 os._exit(1)
             for fd in fds:
                 os.set_inheritable(fd, False)
-                ip, _, port = data.decode().rpartition(" ")
-                self.start_session(fd, ip, int(port or 0))
+                ip, port, *flags = data.decode().split(" ")
+                self.start_session(fd, ip, int(port), "tls" in flags)
 
-    def start_session(self, fd: int, ip: str, port: int) -> None:
+    def start_session(self, fd: int, ip: str, port: int, tls: bool = False) -> None:
         sock = socket.socket(fileno=fd)
         sock.setblocking(True)
         if self.config.socket_sndbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.socket_sndbuf)
-        session = Session(self, sock, self.new_sid(), ip, port)
+        if tls and self.tls_context is None:
+            log.error("worker %d: a TLS connection from %s but no TLS certificate", self.index, ip)
+            sock.close()
+            self.handoff.send(b"C" + ip.encode())
+            return
+        session = Session(self, sock, self.new_sid(), ip, port, self.tls_context if tls else None)
         self.sessions[session.sid] = session
+        log.info("client %s:%d connected", ip, port)
         thread = threading.Thread(target=handle_client, args=(session,), name=f"client-{port}", daemon=True)
         try:
             thread.start()
@@ -440,14 +514,20 @@ class Worker:
         except (SystemExit, OSError, ValueError) as exc:
             log.error("worker %d: configuration not reloaded: %s", self.index, exc)
             return
+        try:
+            self.tls_context = tls_mod.context_from(new)
+            self.cloak_key = cloak_mod.load_key(new)
+            self._cloak_exempt = new.networks("cloak_exempt")
+        except (tls_mod.TLSConfigError, OSError, ValueError) as exc:
+            log.error("worker %d: configuration not reloaded: %s", self.index, exc)
+            return
         self.config = new
         for s in list(self.sessions.values()):
             s.config = new
         log.info("worker %d: configuration reloaded", self.index)
 
     def shutdown(self) -> None:
-        """SIGTERM: tell every client, then go."""
-        self.running = False
+        """SIGTERM: tell every client, pass on what they already sent, then go."""
         line = b"ERROR :Server shutting down\r\n"
         for s in list(self.sessions.values()):
             s.closing = "Server shutting down"
@@ -456,11 +536,25 @@ class Worker:
                 s.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        # Lines already read are accepted: let the publisher hand them to the bus.
+        deadline = time.monotonic() + 2.0
+        while (not self.outq.empty() or self.publishing) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.running = False
         log.info("worker %d stopped", self.index)
 
 
+def _in_networks(ip: str, networks: list[Any]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in networks)
+
+
 def run_worker(index: int, config: Config, argv: list[str], bus_address: Any, authkey: bytes,
-               handoff: socket.socket, heartbeat: Any, close_fds: list[int]) -> None:
+               handoff: socket.socket, heartbeat: Any, close_fds: list[int],
+               stats_sock: socket.socket | None = None) -> None:
     """Process entry point."""
     for fd in close_fds:
         try:
@@ -470,7 +564,7 @@ def run_worker(index: int, config: Config, argv: list[str], bus_address: Any, au
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging(config, f"worker-{index}")
     try:
-        worker = Worker(index, config, argv, bus_address, authkey, handoff, heartbeat)
+        worker = Worker(index, config, argv, bus_address, authkey, handoff, heartbeat, stats_sock)
     except Exception:
         logging.getLogger(__name__).exception("worker %d failed to boot", index)
         os._exit(BOOT_ERROR)
