@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from server.protocol import (
+    LocalProtocolError,
     Message,
     RemoteProtocolError,
     casefold,
@@ -32,8 +33,10 @@ log = logging.getLogger(__name__)
 
 VERSION = "chatroom-0.1.0"
 CREATED = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-CAPS = ("away-notify", "cap-notify", "echo-message", "extended-join", "invite-notify", "message-tags",
-        "multi-prefix", "server-time", "setname", "standard-replies", "userhost-in-names")
+CAPS = ("account-notify", "account-tag", "away-notify", "batch", "cap-notify", "draft/account-registration",
+        "draft/chathistory", "echo-message", "extended-join", "invite-notify", "labeled-response", "message-tags",
+        "multi-prefix", "sasl", "server-time", "setname", "standard-replies", "userhost-in-names")
+CAP_VALUES = {"sasl": "PLAIN", "draft/account-registration": "custom-account-name"}
 USER_MODES = "iow"
 CHANNEL_MODES = "beIiklmnostv"
 # CHANMODES types: A (lists), B (always a parameter), C (parameter when set), D (flags)
@@ -70,6 +73,22 @@ def dispatch(s: Session, msg: Message) -> None:
             raise RemoteProtocolError(N.ERR_NOTREGISTERED, text="You have not registered")
         if len(msg.params) < cmd.min_params:
             raise RemoteProtocolError(N.ERR_NEEDMOREPARAMS, verb, text="Not enough parameters")
+        label = msg.tags.get("label")
+        if label and "labeled-response" in s.caps:
+            s.labeled(label, lambda: _run(cmd, s, msg))
+        else:
+            cmd.handler(s, msg)
+    except RemoteProtocolError as exc:
+        s.error(exc)
+    except LocalProtocolError:
+        # A reply we could not put on the wire (our bug, or input the codec let
+        # through): answer, never drop the client for it.
+        log.exception("%s: reply to %s could not be formatted", s.ip, verb)
+        s.error(RemoteProtocolError(N.ERR_UNKNOWNERROR, verb, text="Could not process that command"))
+
+
+def _run(cmd: Command, s: Session, msg: Message) -> None:
+    try:
         cmd.handler(s, msg)
     except RemoteProtocolError as exc:
         s.error(exc)
@@ -91,7 +110,7 @@ def isupport(s: Session) -> list[str]:
         "CHANMODES=beI,k,l,imnst", f"CHANNELLEN={c.channel_len}", "CHANTYPES=#", "ELIST=MNU", "EXCEPTS=e",
         "INVEX=I", f"KICKLEN={c.kick_len}", f"MAXLIST=beI:{c.max_list}", f"MAXTARGETS={c.max_targets}",
         f"MODES={c.max_modes}", f"NETWORK={c.network}", f"NICKLEN={c.nick_len}", "PREFIX=(ov)@+",
-        "SAFELIST", "STATUSMSG=@+",
+        "SAFELIST", "STATUSMSG=@+", f"CHATHISTORY={c.chathistory_max}", "MSGREFTYPES=msgid,timestamp",
         f"TARGMAX=PRIVMSG:{c.max_targets},NOTICE:{c.max_targets},TAGMSG:{c.max_targets},JOIN:,PART:,KICK:1,WHOIS:1",
         f"TOPICLEN={c.topic_len}", f"USERLEN={c.user_len}", "UTF8ONLY", "WHOX",
     ]
@@ -110,7 +129,11 @@ def cap(s: Session, msg: Message) -> None:
             s.cap_version = max(s.cap_version, int(msg.params[1]))
         if s.cap_version >= 302:
             s.caps.add("cap-notify")
-        s.send(Message("CAP", (nick, "LS", " ".join(CAPS)), src))
+        if s.cap_version >= 302:
+            offered = " ".join(f"{c}={CAP_VALUES[c]}" if c in CAP_VALUES else c for c in CAPS)
+        else:
+            offered = " ".join(CAPS)
+        s.send(Message("CAP", (nick, "LS", offered), src))
     elif sub == "LIST":
         s.send(Message("CAP", (nick, "LIST", " ".join(sorted(s.caps))), src))
     elif sub == "REQ":
@@ -151,11 +174,18 @@ def nick(s: Session, msg: Message) -> None:
         raise RemoteProtocolError(N.ERR_ERRONEUSNICKNAME, new, text="Erroneous nickname")
     if new == s.nick:
         return
-    s.request("claim_nick", s.sid, new)
+    if s.registered and (wait := s.nick_change_wait()):
+        # ERR_NICKTOOFAST (438): not in Modern IRC, but what ratbox/solanum send and clients show
+        raise RemoteProtocolError("438", new, text=f"Nick change too fast. Please wait {wait} seconds")
+    _, _, protected = s.request("claim_nick", s.sid, new)
     s.nick = new
     s.nick_claimed = True
     if not s.registered:
         try_register(s)
+    else:
+        from .accounts import protect_nick
+
+        protect_nick(s, protected)
 
 
 @command("USER", 4, pre_registration=True)
@@ -179,7 +209,7 @@ def try_register(s: Session) -> None:
         s.close("Bad password")
         return
     try:
-        lusers_data = s.request("register", s.sid, s.user, s.realname, time.time())
+        lusers_data = s.request("register", s.sid, s.user, s.realname, time.time(), s.account)
     except RemoteProtocolError as exc:
         if exc.numeric == N.ERR_YOUREBANNEDCREEP:
             s.error(exc)
@@ -201,6 +231,9 @@ def try_register(s: Session) -> None:
     replies += lusers_replies(s, lusers_data)
     replies += motd_replies(s)
     s.numerics(replies)
+    from .accounts import protect_nick
+
+    protect_nick(s, lusers_data["protected"])
 
 
 def lusers_replies(s: Session, d: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -294,6 +327,10 @@ def join(s: Session, msg: Message) -> None:
             replies.append((N.RPL_TOPICWHOTIME, info["name"], info["topic_by"], str(int(info["topic_at"]))))
         replies += names_replies(s, info)
         s.numerics(replies)
+        if info.get("history"):
+            from .history import replay_on_join
+
+            replay_on_join(s, casefold(info["name"]), info["name"])
 
 
 def names_replies(s: Session, info: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -374,8 +411,11 @@ def relay(s: Session, msg: Message, kind: str) -> None:
     if len(targets) > cfg.max_targets:
         raise RemoteProtocolError(N.ERR_TOOMANYTARGETS, msg.params[0], text="Too many targets")
     worker = s.worker
-    now = time.time()
-    tags = {"time": server_time(now), "msgid": f"{worker.msgid_prefix}{next(_msg_counter):x}"}
+    now = int(time.time() * 1000) / 1000  # the time tag's millisecond precision
+    msgid = f"{worker.msgid_prefix}{next(_msg_counter):x}"
+    tags = {"time": server_time(now), "msgid": msgid}
+    if s.account:
+        tags["account"] = s.account
     tags_time = f"@time={tags['time']} ".encode()
     for key, value in msg.tags.items():
         if key.startswith("+"):
@@ -387,10 +427,14 @@ def relay(s: Session, msg: Message, kind: str) -> None:
             continue
         chan = is_channel(target, "#")
         fold = casefold(target)
+        if not chan and fold in SERVICES:
+            if kind == "P":
+                SERVICES[fold](s, msg.params[1])
+            continue
         shown = worker.channel_names.get(fold, target) if chan else target
         params = (shown,) if kind == "T" else (shown, msg.params[1])
         body = Message(verb, params, prefix).to_bytes()
-        worker.publish(("m", s.sid, fold, chan, kind, tags_full, tags_time, body))
+        worker.publish(("m", s.sid, fold, chan, kind, tags_full, tags_time, body, msgid, now))
 
 
 @command("PRIVMSG")
@@ -742,3 +786,8 @@ def rehash(s: Session, msg: Message) -> None:
     s.numeric(N.RPL_REHASHING, path, "Rehashing")
     log.info("REHASH by %s", s.nick)
     os.kill(os.getppid(), signal.SIGHUP)
+
+
+# Commands defined in their own modules register themselves on import.
+from . import history  # noqa: E402, F401
+from .accounts import SERVICES  # noqa: E402

@@ -27,7 +27,7 @@ def _get_bus() -> Bus:
 
 
 class BusProxy(BaseProxy):
-    _exposed_ = ("publish", "fetch", "drop_worker", "stats", "query")
+    _exposed_ = ("publish", "fetch", "drop_worker", "stats", "query", "flush_history")
 
     def publish(self, worker: int, batch: list[tuple[Any, ...]]) -> int:
         return self._callmethod("publish", (worker, batch))  # type: ignore[no-any-return]
@@ -40,6 +40,9 @@ class BusProxy(BaseProxy):
 
     def stats(self) -> dict[str, Any]:
         return self._callmethod("stats")  # type: ignore[no-any-return]
+
+    def flush_history(self) -> int:
+        return self._callmethod("flush_history")  # type: ignore[no-any-return]
 
     def query(self, op: str, *args: Any) -> Any:
         return self._callmethod("query", (op, *args))

@@ -20,6 +20,8 @@ from typing import Any
 
 from server.protocol import RemoteProtocolError, casefold, is_valid_channel, mask_match, normalize_mask, numerics
 
+from .store import dm_key
+
 Emit = Callable[[Iterable[int], tuple[Any, ...]], None]
 
 
@@ -63,6 +65,8 @@ class Channel:
     excepts: list[tuple[str, str, float]] = field(default_factory=list)
     invex: list[tuple[str, str, float]] = field(default_factory=list)
     invites: set[str] = field(default_factory=set)
+    history: bool = True
+    registered: dict[str, Any] | None = None  # ChanServ record, when registered
 
     def lists(self, letter: str) -> list[tuple[str, str, float]]:
         return {"b": self.bans, "e": self.excepts, "I": self.invex}[letter]
@@ -90,6 +94,10 @@ class Registry:
         self.max_list = max_list
         # server bans: (mask, reason, set by, set at, expires at or 0)
         self.klines: list[tuple[str, str, str, float, float]] = []
+        # accounts (folded names) and registered channels, loaded by the bus
+        self.accounts: set[str] = set()
+        self.registered: dict[str, dict[str, Any]] = {}
+        self.persist_channel: Callable[[str, dict[str, Any] | None], None] = lambda key, info: None
         self.users: dict[int, User] = {}
         self.nicks: dict[str, int] = {}  # folded nick -> sid (registered or not)
         self.channels: dict[str, Channel] = {}
@@ -119,17 +127,41 @@ class Registry:
         if u.registered and old_nick != nick:
             self._remember(u, old_nick)
             self.emit(self._audience(u), ("N", sid, old_prefix, nick, tuple(u.channels)))
-        return old_prefix, nick
+        return old_prefix, nick, self.protected(u)
 
-    def register(self, sid: int, user: str, realname: str, now: float) -> dict[str, Any]:
+    def protected(self, u: User) -> bool:
+        """Whether ``u`` uses a registered nick without being logged in to it."""
+        return u.fold in self.accounts and (u.account is None or self.fold(u.account) != u.fold)
+
+    def register(self, sid: int, user: str, realname: str, now: float, account: str | None = None
+                 ) -> dict[str, Any]:
         u = self.users[sid]
-        u.user, u.realname = user, realname
+        u.user, u.realname, u.account = user, realname, account
         ban = self.kline_for(u, now)
         if ban is not None:
             raise fail(numerics.ERR_YOUREBANNEDCREEP, text=f"You are banned from this server: {ban}")
         u.registered, u.signon, u.last_active = True, now, now
         self.max_users = max(self.max_users, self.count_registered())
-        return self.lusers()
+        return {**self.lusers(), "protected": self.protected(u)}
+
+    # -- accounts ------------------------------------------------------------
+    def account_created(self, fold: str) -> None:
+        self.accounts.add(fold)
+
+    def account_dropped(self, fold: str) -> None:
+        self.accounts.discard(fold)
+        for u in self.users.values():
+            if u.account is not None and self.fold(u.account) == fold:
+                self.login(u.sid, None)
+
+    def login(self, sid: int, account: str | None) -> None:
+        """Log ``sid`` in to ``account`` (None: out); account-notify goes out."""
+        u = self.users[sid]
+        if u.account == account:
+            return
+        u.account = account
+        if u.registered:
+            self.emit(self._audience(u), ("C", sid, u.prefix, account or "*", tuple(u.channels)))
 
     def set_user_mode(self, sid: int, mode: str, on: bool) -> None:
         u = self.users[sid]
@@ -198,16 +230,139 @@ class Registry:
             raise fail(numerics.ERR_TOOMANYCHANNELS, name, text="You have joined too many channels")
         if ch is None:
             ch = self.channels[key] = Channel(name, key, now)
-            modes = "o"
+            record = self.registered.get(key)
+            if record is not None:
+                self._restore(ch, record)
+                modes = self._access(ch, u)
+            else:
+                modes = "o"
         else:
             self._check_entry(ch, u, password)
-            modes = ""
+            modes = self._access(ch, u)
         ch.invites.discard(u.fold)
         ch.members[sid] = modes
         ch.workers[u.worker] += 1
         u.channels.add(key)
         self.emit(ch.workers, ("J", key, ch.name, sid, u.prefix, u.account or "*", u.realname, u.away))
         return self.channel_info(ch)
+
+    def _restore(self, ch: Channel, record: dict[str, Any]) -> None:
+        ch.registered = record
+        ch.name = record["name"]
+        ch.topic, ch.topic_by, ch.topic_at = record["topic"], record["topic_by"], record["topic_at"]
+        ch.modes = set(record["modes"]) & set("imnst")
+        ch.history = record["history"]
+        ch.created = record["created"]
+
+    def _access(self, ch: Channel, u: User) -> str:
+        """Prefix modes a joining user gets from the channel's access list."""
+        if ch.registered is None or u.account is None:
+            return ""
+        level = ch.registered["access"].get(self.fold(u.account))
+        return "o" if level in ("founder", "op") else "v" if level == "voice" else ""
+
+    def _save(self, ch: Channel) -> None:
+        """Keep a registered channel's record (and the database) up to date."""
+        if ch.registered is None:
+            return
+        ch.registered.update(name=ch.name, topic=ch.topic, topic_by=ch.topic_by, topic_at=ch.topic_at,
+                             modes="".join(sorted(ch.modes)), history=ch.history)
+        self.persist_channel(ch.key, ch.registered)
+
+    def chan_register(self, sid: int, name: str, now: float) -> str:
+        u = self.users[sid]
+        ch = self.channels.get(self.fold(name))
+        if ch is None or sid not in ch.members:
+            raise fail(numerics.ERR_NOTONCHANNEL, name, text="You're not on that channel")
+        if u.account is None:
+            raise RemoteProtocolError.fail("REGISTER", "ACCOUNT_REQUIRED", ch.name,
+                                           text="You must be logged in to register a channel")
+        if "o" not in ch.members[sid]:
+            raise fail(numerics.ERR_CHANOPRIVSNEEDED, ch.name, text="You're not channel operator")
+        if ch.key in self.registered:
+            raise RemoteProtocolError.fail("REGISTER", "CHANNEL_EXISTS", ch.name,
+                                           text="That channel is already registered")
+        record = {"name": ch.name, "founder": self.fold(u.account), "topic": ch.topic, "topic_by": ch.topic_by,
+                  "topic_at": ch.topic_at, "modes": "".join(sorted(ch.modes)), "history": ch.history,
+                  "created": ch.created, "access": {self.fold(u.account): "founder"}}
+        self.registered[ch.key] = ch.registered = record
+        self.persist_channel(ch.key, record)
+        return ch.name
+
+    def _registered_as_founder(self, sid: int, name: str) -> tuple[Channel | None, dict[str, Any]]:
+        u = self.users[sid]
+        key = self.fold(name)
+        record = self.registered.get(key)
+        if record is None:
+            raise RemoteProtocolError.fail("CHANSERV", "NOT_REGISTERED", name, text="That channel is not registered")
+        if u.account is None or record["access"].get(self.fold(u.account)) != "founder":
+            raise fail(numerics.ERR_CHANOPRIVSNEEDED, record["name"], text="You are not the channel's founder")
+        return self.channels.get(key), record
+
+    def chan_drop(self, sid: int, name: str) -> str:
+        ch, record = self._registered_as_founder(sid, name)
+        key = self.fold(name)
+        del self.registered[key]
+        if ch is not None:
+            ch.registered = None
+        self.persist_channel(key, None)
+        return str(record["name"])
+
+    def chan_access(self, sid: int, name: str, account: str, level: str | None) -> str:
+        _, record = self._registered_as_founder(sid, name)
+        fold = self.fold(account)
+        if fold not in self.accounts:
+            raise RemoteProtocolError.fail("CHANSERV", "NO_SUCH_ACCOUNT", account, text="No such account")
+        if record["access"].get(fold) == "founder":
+            raise RemoteProtocolError.fail("CHANSERV", "INVALID_PARAMS", account,
+                                           text="The founder's access cannot be changed")
+        if level is None:
+            record["access"].pop(fold, None)
+        else:
+            record["access"][fold] = level
+        self.persist_channel(self.fold(name), record)
+        return str(record["name"])
+
+    def chan_info(self, name: str) -> dict[str, Any] | None:
+        record = self.registered.get(self.fold(name))
+        return dict(record) if record is not None else None
+
+    def set_history(self, sid: int, name: str, on: bool) -> str:
+        ch = self.channels.get(self.fold(name))
+        if ch is None:
+            raise fail(numerics.ERR_NOSUCHCHANNEL, name, text="No such channel")
+        if "o" not in ch.members.get(sid, ""):
+            raise fail(numerics.ERR_CHANOPRIVSNEEDED, ch.name, text="You're not channel operator")
+        ch.history = on
+        self._save(ch)
+        return ch.name
+
+    def history_target(self, sid: int, target: str) -> tuple[str, str] | None:
+        """The history key ``sid`` may read for ``target`` and its display name,
+        or None when it may not: a channel's history follows the channel's entry
+        rules (ban, invite, key, secret); a conversation is only its two people's."""
+        u = self.users[sid]
+        if target[:1] in self.chantypes:
+            ch = self.channels.get(self.fold(target))
+            if ch is None:
+                record = self.registered.get(self.fold(target))
+                return (self.fold(target), record["name"]) if record and record.get("history", True) else None
+            if sid in ch.members:
+                return ch.key, ch.name
+            if "s" in ch.modes or ch.password is not None:
+                return None
+            try:
+                self._check_entry(ch, u, None)
+            except RemoteProtocolError:
+                return None
+            return ch.key, ch.name
+        other = self.find(target)
+        other_id = self.identity(other) if other is not None else self.fold(target)
+        return dm_key(self.identity(u), other_id), other.nick if other is not None else target
+
+    def identity(self, u: User) -> str:
+        """Whose conversation a DM belongs to: the account, else the nick."""
+        return self.fold(u.account) if u.account else u.fold
 
     def _check_entry(self, ch: Channel, u: User, password: str | None) -> None:
         invited = u.fold in ch.invites or self._listed(ch.invex, u)
@@ -238,6 +393,7 @@ class Registry:
             "topic_by": ch.topic_by,
             "topic_at": ch.topic_at,
             "secret": "s" in ch.modes,
+            "history": ch.history,
             "modes": "".join(sorted(ch.modes)) + ("k" if ch.password is not None else "")
             + ("l" if ch.limit is not None else ""),
             "created": ch.created,
@@ -355,6 +511,7 @@ class Registry:
                 if arg is not None:
                     args.append(arg)
             self.emit(ch.workers, ("M", ch.key, ch.name, u.prefix, modestr, tuple(args)))
+            self._save(ch)
         return errors
 
     def kick(self, sid: int, name: str, nick: str, reason: str) -> None:
@@ -541,6 +698,7 @@ class Registry:
             raise fail(numerics.ERR_CHANOPRIVSNEEDED, ch.name, text="You're not channel operator")
         ch.topic, ch.topic_by, ch.topic_at = text, u.prefix, now
         self.emit(ch.workers, ("T", ch.key, ch.name, u.prefix, text))
+        self._save(ch)
         return None
 
     def names(self, sid: int, name: str) -> dict[str, Any] | None:

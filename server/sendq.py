@@ -6,6 +6,12 @@ non-blocking ``send``; what does not fit waits in the client's SendQ and is
 left to the :class:`Writer`, which watches writability with ``selectors``. A
 client whose SendQ passes its limit is told ``ERROR :SendQ exceeded`` and cut
 off: a reader that stalls never delays anyone else.
+
+A TLS client's ``Output`` also owns its :class:`~server.tls.TLSState`: plaintext
+is encrypted under the output lock (which serializes every use of the OpenSSL
+object, reads included) and the records take the same path as plain bytes.
+Until the handshake completes, plaintext is held back (still counted against
+the SendQ).
 """
 
 from __future__ import annotations
@@ -13,8 +19,13 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
+import ssl
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .tls import TLSState
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +35,11 @@ _DONTWAIT = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 class Output:
     """One client's socket output with its SendQ."""
 
-    __slots__ = ("closed", "limit", "lock", "on_overflow", "pending", "pending_len", "sent_bytes", "sock", "writer")
+    __slots__ = ("closed", "held", "held_len", "limit", "lock", "on_overflow", "pending", "pending_len", "sent_bytes",
+                 "sock", "tls", "writer")
 
-    def __init__(self, sock: socket.socket, limit: int, writer: Writer, on_overflow: Callable[[], None]) -> None:
+    def __init__(self, sock: socket.socket, limit: int, writer: Writer, on_overflow: Callable[[], None],
+                 tls: TLSState | None = None) -> None:
         self.sock = sock
         self.limit = limit
         self.lock = threading.Lock()
@@ -36,34 +49,89 @@ class Output:
         self.writer = writer
         self.on_overflow = on_overflow
         self.sent_bytes = 0
+        self.tls = tls
+        self.held: list[bytes] = []  # TLS: plaintext written before the handshake completed
+        self.held_len = 0
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` and send what the socket takes now, without blocking."""
-        overflow = False
         with self.lock:
             if self.closed:
                 return
-            if self.pending:
-                self.pending.append(data)
-                self.pending_len += len(data)
-                overflow = self.pending_len > self.limit
+            tls = self.tls
+            if tls is None:
+                overflow = self._queue(data)
+            elif not tls.done:
+                self.held.append(data)
+                self.held_len += len(data)
+                overflow = self.held_len > self.limit
             else:
                 try:
-                    n = self.sock.send(data, _DONTWAIT)
-                except BlockingIOError:
-                    n = 0
-                except OSError:
-                    return  # the client's thread sees the broken socket and cleans up
-                self.sent_bytes += n
-                if n < len(data):
-                    rest = data[n:]
-                    self.pending.append(rest)
-                    self.pending_len = len(rest)
-                    overflow = self.pending_len > self.limit
-                    if not overflow:
-                        self.writer.watch(self)
+                    overflow = self._queue(tls.encrypt(data))
+                except ssl.SSLError:
+                    return  # a broken TLS session: the client's thread sees it and cleans up
         if overflow:
             self.on_overflow()
+
+    def _queue(self, data: bytes) -> bool:
+        """Send or queue bytes for the wire (lock held); True if over the SendQ."""
+        if not data:
+            return False
+        if self.pending:
+            self.pending.append(data)
+            self.pending_len += len(data)
+            return self.pending_len > self.limit
+        try:
+            n = self.sock.send(data, _DONTWAIT)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            return False  # the client's thread sees the broken socket and cleans up
+        self.sent_bytes += n
+        if n < len(data):
+            rest = data[n:]
+            self.pending.append(rest)
+            self.pending_len = len(rest)
+            if self.pending_len > self.limit:
+                return True
+            self.writer.watch(self)
+        return False
+
+    # -- TLS, for the client's thread ---------------------------------------------
+    def tls_handshake(self, data: bytes) -> bool:
+        """Feed handshake bytes from the client; True once the handshake is done
+        (then what was held back goes out). Raises :class:`ssl.SSLError`."""
+        assert self.tls is not None
+        with self.lock:
+            if self.closed:
+                return False
+            try:
+                done, out = self.tls.handshake(data)
+            except ssl.SSLError:
+                self._queue(self.tls.outgoing.read())  # the alert that tells the client why
+                raise
+            overflow = self._queue(out)
+            if done and self.held:
+                plain = b"".join(self.held)
+                self.held.clear()
+                self.held_len = 0
+                overflow = self._queue(self.tls.encrypt(plain)) or overflow
+        if overflow:
+            self.on_overflow()
+        return done
+
+    def tls_decrypt(self, data: bytes) -> tuple[bytes, bool]:
+        """Feed ciphertext (``b""``: the socket hit EOF); return (plaintext, peer
+        closed). Raises :class:`ssl.SSLError` on a corrupt stream."""
+        assert self.tls is not None
+        with self.lock:
+            if self.closed:
+                return b"", True
+            plain, out, closed = self.tls.decrypt(data)
+            overflow = self._queue(out)
+        if overflow:
+            self.on_overflow()
+        return plain, closed
 
     def drain(self) -> None:
         """Send what is pending (called by the writer when the socket is writable).
@@ -105,6 +173,14 @@ class Output:
         """Best effort: one last line (ERROR ...) ahead of whatever is queued."""
         with self.lock:
             if self.closed:
+                return
+            if self.tls is not None:
+                # Records must stay in sequence: queue behind what is pending.
+                if self.tls.done:
+                    try:
+                        self._queue(self.tls.encrypt(data))
+                    except ssl.SSLError:
+                        pass
                 return
             try:
                 self.sock.send(data, _DONTWAIT)

@@ -12,13 +12,16 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
+import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from server.protocol import Decoder, Message, RemoteProtocolError
 
 from .sendq import Output
+from .tls import TLSState
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -49,15 +52,17 @@ class Pending:
 class Session:
     """A client: its socket, its output, and what the server knows of it."""
 
-    def __init__(self, worker: Worker, sock: socket.socket, sid: int, ip: str, port: int) -> None:
+    def __init__(self, worker: Worker, sock: socket.socket, sid: int, ip: str, port: int,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self.worker = worker
         self.config = worker.config
         self.sock = sock
         self.sid = sid
-        self.ip = ip
+        self.ip = ip  # the real address: for bans, operators and logs, never shown to other users
         self.port = port
-        self.host = ip
-        self.out = Output(sock, self.config.sendq, worker.writer, self._sendq_exceeded)
+        self.host = worker.cloak(ip)  # what everyone sees
+        self.out = Output(sock, self.config.sendq, worker.writer, self._sendq_exceeded,
+                          TLSState(tls_context) if tls_context is not None else None)
         self.decoder = Decoder()
         # registration
         self.nick = "*"
@@ -87,8 +92,18 @@ class Session:
         self.tokens = float(self.config.flood_burst)
         self.tokens_at = now
         self.throttled_since: float | None = None
+        # nick change rate (a token bucket too)
+        self.nick_tokens = float(self.config.nick_change_burst)
+        self.nick_tokens_at = now
         # owned by the subscriber thread: output gathered during one bus batch
         self.batchbuf: list[bytes] = []
+        # accounts and labeled responses
+        self.account: str | None = None
+        self.protect_deadline: float | None = None
+        self.sasl: str | None = None
+        self.sasl_buf = ""
+        self.tls = tls_context is not None
+        self.label_buf: list[Message] | None = None
 
     # -- identity -----------------------------------------------------------
     @property
@@ -101,22 +116,52 @@ class Session:
 
     # -- output -------------------------------------------------------------
     def send(self, msg: Message) -> None:
-        self.out.write(msg.to_bytes())
+        self.emit([msg])
 
     def send_raw(self, data: bytes) -> None:
         self.out.write(data)
 
     def numeric(self, numeric: str, *params: str) -> None:
         """Send a numeric reply: ``:server NNN nick params...``."""
-        self.out.write(Message(numeric, (self.nick, *params), self.config.server_name).to_bytes())
+        self.emit([Message(numeric, (self.nick, *params), self.config.server_name)])
 
     def numerics(self, replies: list[tuple[str, ...]]) -> None:
         """Several numerics in one write."""
         src, nick = self.config.server_name, self.nick
-        self.out.write(b"".join(Message(r[0], (nick, *r[1:]), src).to_bytes() for r in replies))
+        self.emit([Message(r[0], (nick, *r[1:]), src) for r in replies])
 
     def error(self, exc: RemoteProtocolError) -> None:
         self.send(exc.reply(self.config.server_name, self.nick))
+
+    def emit(self, msgs: list[Message]) -> None:
+        """Replies from this client's own thread: gathered while a labeled
+        command runs (IRCv3 labeled-response), else written at once."""
+        if self.label_buf is not None:
+            self.label_buf.extend(msgs)
+        else:
+            self.out.write(b"".join(m.to_bytes() for m in msgs))
+
+    def labeled(self, label: str, run: Callable[[], None]) -> None:
+        """Run a command whose direct replies carry ``label``."""
+        self.label_buf = []
+        try:
+            run()
+        finally:
+            msgs, self.label_buf = self.label_buf, None
+            src = self.config.server_name
+            if not msgs:
+                self.emit([Message("ACK", (), src, {"label": label})])
+            elif len(msgs) == 1:
+                msgs[0].tags["label"] = label
+                self.emit(msgs)
+            elif "batch" in self.caps:
+                ref = f"L{next(_tokens):x}"
+                for m in msgs:
+                    m.tags["batch"] = ref
+                self.emit([Message("BATCH", ("+" + ref, "labeled-response"), src, {"label": label}), *msgs,
+                           Message("BATCH", ("-" + ref,), src)])
+            else:
+                self.emit(msgs)
 
     def _sendq_exceeded(self) -> None:
         self.close("SendQ exceeded")
@@ -156,6 +201,59 @@ class Session:
         except OSError:
             pass
 
+    def nick_change_wait(self) -> int:
+        """Charge one nick change; 0 if allowed now, else the seconds to wait."""
+        cfg = self.config
+        if cfg.nick_change_burst <= 0 or cfg.nick_change_interval <= 0:
+            return 0
+        now = time.monotonic()
+        self.nick_tokens = min(float(cfg.nick_change_burst),
+                               self.nick_tokens + (now - self.nick_tokens_at) / cfg.nick_change_interval)
+        self.nick_tokens_at = now
+        if self.nick_tokens >= 1.0:
+            self.nick_tokens -= 1.0
+            return 0
+        return max(1, int((1.0 - self.nick_tokens) * cfg.nick_change_interval + 0.999))
+
+    # -- input ----------------------------------------------------------------
+    def tls_handshake(self) -> None:
+        """Complete the TLS handshake within ``tls_handshake_timeout`` or raise
+        :class:`ConnectionGone`."""
+        deadline = time.monotonic() + self.config.tls_handshake_timeout
+        data = b""
+        try:
+            while not self.out.tls_handshake(data):
+                if self.closing is not None:
+                    raise ConnectionGone(self.closing)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(left)  # poll() inside: fine past FD_SETSIZE, unlike select()
+                data = self.sock.recv(16384)
+                if not data:
+                    raise ConnectionGone("Connection closed during the TLS handshake")
+            self.sock.settimeout(None)
+        except ssl.SSLError as exc:
+            raise ConnectionGone(f"TLS handshake failed: {exc.reason or exc}") from None
+        except TimeoutError:
+            raise ConnectionGone("TLS handshake timed out") from None
+        except OSError as exc:
+            raise ConnectionGone(f"Read error: {exc.strerror or exc}") from None
+
+    def receive(self) -> bytes:
+        """The next input from the client (plaintext); ``b""`` at the end.
+        Raises OSError (or ConnectionGone for a broken TLS stream)."""
+        if not self.tls:
+            return self.sock.recv(16384)
+        while True:
+            data = self.sock.recv(16384)
+            try:
+                plain, closed = self.out.tls_decrypt(data)
+            except ssl.SSLError as exc:
+                raise ConnectionGone(f"TLS error: {exc.reason or exc}") from None
+            if plain or closed or not data:
+                return plain
+
     def throttle(self, backlog: int) -> float:
         """Charge one line to the token bucket; return how long to hold it back.
 
@@ -184,14 +282,15 @@ def handle_client(session: Session) -> None:
     """The client's thread: read, parse, act; clean up however it ends."""
     from .commands import dispatch
 
-    sock = session.sock
     worker = session.worker
     reason = "Connection closed"
     try:
         worker.publish(("r", session.sid, 0, "connect", (session.sid, worker.index, session.ip, session.host)))
+        if session.tls:
+            session.tls_handshake()
         while session.closing is None:
             try:
-                data = sock.recv(16384)
+                data = session.receive()
             except OSError as exc:
                 reason = f"Read error: {exc.strerror or exc}"
                 break

@@ -1,0 +1,250 @@
+"""Durable data in SQLite (WAL): accounts, registered channels, history.
+
+One file, ``<data_dir>/chatroom.db``. Schema changes are numbered migrations
+applied in order on open (``PRAGMA user_version`` says which ran). The manager
+process writes history (one writer thread, batched transactions) and
+registered-channel changes; workers read history and read/write accounts, each
+through its own connection guarded by a lock. WAL lets all of them share the
+file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+MIGRATIONS: list[str] = [
+    # 1: accounts, registered channels, history
+    """
+    CREATE TABLE accounts (
+        fold TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        password TEXT NOT NULL,
+        email TEXT,
+        created REAL NOT NULL
+    );
+    CREATE TABLE channels (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        founder TEXT NOT NULL,
+        topic TEXT NOT NULL DEFAULT '',
+        topic_by TEXT NOT NULL DEFAULT '',
+        topic_at REAL NOT NULL DEFAULT 0,
+        modes TEXT NOT NULL DEFAULT 'nt',
+        history INTEGER NOT NULL DEFAULT 1,
+        created REAL NOT NULL
+    );
+    CREATE TABLE channel_access (
+        key TEXT NOT NULL,
+        account TEXT NOT NULL,
+        level TEXT NOT NULL,
+        PRIMARY KEY (key, account)
+    );
+    CREATE TABLE history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        target TEXT NOT NULL,
+        msgid TEXT NOT NULL,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        line TEXT NOT NULL
+    );
+    CREATE INDEX history_target_id ON history (target, id);
+    CREATE INDEX history_target_time ON history (target, time);
+    CREATE UNIQUE INDEX history_msgid ON history (msgid);
+    """,
+]
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to date; return its version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS, start=1):
+        if number <= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < number:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)
+
+
+class Store:
+    """Thread-safe access to the database for one process."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        self.path = Path(data_dir) / "chatroom.db"
+        self.conn = connect(self.path)
+        self.lock = threading.Lock()
+        with self.lock:
+            migrate(self.conn)
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    # -- accounts -------------------------------------------------------------
+    def create_account(self, fold: str, name: str, password_hash: str, email: str | None) -> bool:
+        """False when the name is taken."""
+        with self.lock:
+            try:
+                self.conn.execute("INSERT INTO accounts (fold, name, password, email, created) VALUES (?,?,?,?,?)",
+                                  (fold, name, password_hash, email, time.time()))
+            except sqlite3.IntegrityError:
+                return False
+            return True
+
+    def account(self, fold: str) -> tuple[str, str] | None:
+        """(name, password hash) of an account."""
+        with self.lock:
+            row = self.conn.execute("SELECT name, password FROM accounts WHERE fold=?", (fold,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def set_password(self, fold: str, password_hash: str) -> None:
+        with self.lock:
+            self.conn.execute("UPDATE accounts SET password=? WHERE fold=?", (password_hash, fold))
+
+    def drop_account(self, fold: str) -> None:
+        with self.lock:
+            self.conn.execute("DELETE FROM accounts WHERE fold=?", (fold,))
+            self.conn.execute("DELETE FROM channel_access WHERE account=?", (fold,))
+
+    def account_names(self) -> set[str]:
+        with self.lock:
+            return {row[0] for row in self.conn.execute("SELECT fold FROM accounts")}
+
+    # -- registered channels ----------------------------------------------------
+    def channels(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            rows = self.conn.execute("SELECT key, name, founder, topic, topic_by, topic_at, modes, history, created"
+                                     " FROM channels").fetchall()
+            access = self.conn.execute("SELECT key, account, level FROM channel_access").fetchall()
+        out = {r[0]: {"name": r[1], "founder": r[2], "topic": r[3], "topic_by": r[4], "topic_at": r[5],
+                      "modes": r[6], "history": bool(r[7]), "created": r[8], "access": {}} for r in rows}
+        for key, account, level in access:
+            if key in out:
+                out[key]["access"][account] = level
+        return out
+
+    def save_channel(self, key: str, info: dict[str, Any]) -> None:
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute(
+                "INSERT OR REPLACE INTO channels"
+                " (key, name, founder, topic, topic_by, topic_at, modes, history, created) VALUES (?,?,?,?,?,?,?,?,?)",
+                (key, info["name"], info["founder"], info["topic"], info["topic_by"], info["topic_at"],
+                 info["modes"], int(info["history"]), info["created"]))
+            self.conn.execute("DELETE FROM channel_access WHERE key=?", (key,))
+            self.conn.executemany("INSERT INTO channel_access (key, account, level) VALUES (?,?,?)",
+                                  [(key, a, lvl) for a, lvl in info["access"].items()])
+            self.conn.execute("COMMIT")
+
+    def drop_channel(self, key: str) -> None:
+        with self.lock:
+            self.conn.execute("DELETE FROM channels WHERE key=?", (key,))
+            self.conn.execute("DELETE FROM channel_access WHERE key=?", (key,))
+
+    # -- history --------------------------------------------------------------
+    def append_history(self, rows: Sequence[tuple[str, str, float, str, str, str]]) -> None:
+        """Rows of (target, msgid, time, kind, tags, line), in order, one transaction."""
+        if not rows:
+            return
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO history (target, msgid, time, kind, tags, line) VALUES (?,?,?,?,?,?)", rows)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def history_position(self, target: str, msgid: str | None = None, ts: float | None = None) -> int | None:
+        """The row id a selector points at (for msgid) or just before (timestamp)."""
+        with self.lock:
+            if msgid is not None:
+                row = self.conn.execute("SELECT id FROM history WHERE msgid=? AND target=?", (msgid, target)).fetchone()
+            else:
+                row = self.conn.execute("SELECT max(id) FROM history WHERE target=? AND time<?",
+                                        (target, ts)).fetchone()
+                if row is not None and row[0] is None:
+                    row = (0,)
+        return None if row is None else int(row[0])
+
+    def history(self, target: str, *, before: int | None = None, after: int | None = None,
+                limit: int = 100, newest: bool = True) -> list[tuple[int, str, float, str, str]]:
+        """(id, msgid, time, tags, line) rows in chronological order. ``newest``
+        picks the last ``limit`` rows of the range, else the first."""
+        where, args = ["target=?"], [target]
+        if before is not None:
+            where.append("id<?")
+            args.append(before)
+        if after is not None:
+            where.append("id>?")
+            args.append(after)
+        order = "DESC" if newest else "ASC"
+        sql = f"SELECT id, msgid, time, tags, line FROM history WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT ?"
+        with self.lock:
+            rows = self.conn.execute(sql, (*args, limit)).fetchall()
+        return sorted(rows)
+
+    def targets(self, targets: Iterable[str], start: float, end: float, limit: int) -> list[tuple[str, float]]:
+        """(target, latest time) of the given targets with messages in [start, end]."""
+        keys = list(targets)
+        if not keys:
+            return []
+        marks = ",".join("?" * len(keys))
+        with self.lock:
+            rows = self.conn.execute(
+                f"SELECT target, max(time) FROM history WHERE target IN ({marks}) AND time BETWEEN ? AND ?"
+                " GROUP BY target ORDER BY max(time) LIMIT ?", (*keys, start, end, limit)).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def dm_targets(self, me: str, start: float, end: float, limit: int) -> list[tuple[str, float]]:
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT target, max(time) FROM history WHERE (target LIKE ? OR target LIKE ?) AND time BETWEEN ? AND ?"
+                " GROUP BY target ORDER BY max(time) LIMIT ?",
+                (f"@{me}\x00%", f"@%\x00{me}", start, end, limit)).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def expire(self, max_age: float, max_per_target: int, now: float) -> int:
+        """Retention: drop rows older than ``max_age`` seconds (0: keep) and all but
+        the newest ``max_per_target`` of each target (0: keep). Returns rows removed."""
+        removed = 0
+        with self.lock:
+            if max_age:
+                removed += self.conn.execute("DELETE FROM history WHERE time<?", (now - max_age,)).rowcount
+            if max_per_target:
+                for (target,) in self.conn.execute(
+                        "SELECT target FROM history GROUP BY target HAVING count(*)>?", (max_per_target,)).fetchall():
+                    removed += self.conn.execute(
+                        "DELETE FROM history WHERE target=? AND id<=(SELECT id FROM history WHERE target=?"
+                        " ORDER BY id DESC LIMIT 1 OFFSET ?)", (target, target, max_per_target)).rowcount
+        return removed
+
+
+def dm_key(a: str, b: str) -> str:
+    """The history target of a private conversation between two folded names."""
+    x, y = sorted((a, b))
+    return f"@{x}\x00{y}"
