@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from server.protocol import Decoder, Message, RemoteProtocolError, numerics
+from server.protocol import Decoder, LocalProtocolError, Message, RemoteProtocolError, numerics, parse
 
 __all__ = [
     "WANTED_CAPS",
@@ -170,7 +170,15 @@ class IRCConnection:
 
     def send(self, message: Message | str) -> bool:
         """Send one message now; False when not connected. Thread-safe."""
-        data = message.to_bytes() if isinstance(message, Message) else message.encode() + b"\r\n"
+        if not isinstance(message, Message):
+            try:
+                message = parse(message)  # a raw line (/quote): through the codec, which refuses CR/LF
+            except RemoteProtocolError:
+                return False
+        try:
+            data = message.to_bytes()
+        except LocalProtocolError:
+            return False
         sock = self._sock
         if sock is None:
             return False

@@ -2,10 +2,13 @@
 connection to the least-loaded worker.
 
 A connection is sent as an fd over that worker's ``SOCK_SEQPACKET`` socketpair
-with ``socket.send_fds`` (data: ``"<ip> <port>"``), and the acceptor's own copy
+with ``socket.send_fds`` (data: ``"<ip> <port>"``, plus ``" tls"`` from the TLS
+listener: the worker does the handshake), and the acceptor's own copy
 is closed at once. Workers report closed connections on the same socketpair
 (``b"C<ip>"``), which keeps the per-worker load and the per-IP counts right.
-Over the per-IP or total limit, the client gets an ``ERROR`` line and is closed.
+Over the per-IP or total limit, or connecting faster than the per-IP rate (a
+token bucket per address, per /64 for IPv6), the client gets an ``ERROR`` line
+and is closed; addresses in ``per_ip_exempt`` skip the per-IP checks.
 The supervisor sends replacement socketpair ends for respawned workers over a
 control socket (``b"W<index>"`` with the fd).
 """
@@ -18,8 +21,11 @@ import os
 import selectors
 import signal
 import socket
+import time
 from collections import Counter
 from typing import Any
+
+from server.protocol import Message
 
 from .config import Config
 from .logs import setup_logging
@@ -29,7 +35,8 @@ log = logging.getLogger(__name__)
 
 class Acceptor:
     def __init__(self, config: Config, listeners: list[socket.socket], workers: dict[int, socket.socket],
-                 control: socket.socket, counters: Any = None) -> None:
+                 control: socket.socket, counters: Any = None, tls_listeners: list[socket.socket] | None = None
+                 ) -> None:
         self.config = config
         # shared with the supervisor (server/metrics.py ACCEPTOR_SLOTS): accepted,
         # refused (server full), refused (per IP), refused (no worker took it)
@@ -46,6 +53,12 @@ class Acceptor:
         for lsock in listeners:
             lsock.setblocking(False)
             self.sel.register(lsock, selectors.EVENT_READ, "listen")
+        for lsock in tls_listeners or ():
+            lsock.setblocking(False)
+            self.sel.register(lsock, selectors.EVENT_READ, "listen-tls")
+        # connection rate: address key -> (tokens, when)
+        self.rates: dict[str, tuple[float, float]] = {}
+        self.rates_pruned = time.monotonic()
         self.sel.register(control, selectors.EVENT_READ, "control")
         for index, sock in workers.items():
             self.add_worker(index, sock)
@@ -89,12 +102,14 @@ class Acceptor:
                 tag = key.data
                 if tag == "listen":
                     self.accept(key.fileobj)  # type: ignore[arg-type]
+                elif tag == "listen-tls":
+                    self.accept(key.fileobj, tls=True)  # type: ignore[arg-type]
                 elif tag == "control":
                     self.on_control()
                 else:
                     self.on_worker(tag[1])
 
-    def accept(self, lsock: socket.socket) -> None:
+    def accept(self, lsock: socket.socket, tls: bool = False) -> None:
         for _ in range(256):
             try:
                 conn, addr = lsock.accept()
@@ -105,32 +120,64 @@ class Acceptor:
                 return
             ip, port = addr[0], addr[1]
             try:
-                self.hand_over(conn, ip, port)
+                self.hand_over(conn, ip, port, tls)
             finally:
                 conn.close()  # our copy: a leaked one keeps the connection half-open
 
     def refuse(self, conn: socket.socket, why: str) -> None:
         try:
-            conn.send(f"ERROR :Closing Link: {why}\r\n".encode(), socket.MSG_DONTWAIT)
+            conn.send(Message("ERROR", (f"Closing Link: {why}",)).to_bytes(), socket.MSG_DONTWAIT)
         except OSError:
             pass
 
-    def hand_over(self, conn: socket.socket, ip: str, port: int) -> None:
+    def rate_ok(self, ip: str) -> bool:
+        """Charge one connection to the address's token bucket (``conn_burst``
+        at once, then ``conn_rate`` per second); False when it is empty."""
+        cfg = self.config
+        if cfg.conn_rate <= 0 or cfg.conn_burst <= 0:
+            return True
+        key = ip
+        if ":" in ip:  # one IPv6 user usually holds a whole /64
+            try:
+                key = str(ipaddress.ip_network(f"{ip}/64", strict=False))
+            except ValueError:
+                pass
+        now = time.monotonic()
+        burst = float(cfg.conn_burst)
+        tokens, at = self.rates.get(key, (burst, now))
+        tokens = min(burst, tokens + (now - at) * cfg.conn_rate)
+        ok = tokens >= 1.0
+        self.rates[key] = (tokens - 1.0 if ok else tokens, now)
+        if len(self.rates) > 1024 and now - self.rates_pruned > 1.0:
+            # Forget addresses whose bucket is full again: the table stays small.
+            self.rates_pruned = now
+            self.rates = {k: (t, a) for k, (t, a) in self.rates.items()
+                          if t + (now - a) * cfg.conn_rate < burst}
+        return ok
+
+    def hand_over(self, conn: socket.socket, ip: str, port: int, tls: bool = False) -> None:
         cfg = self.config
         if self.total >= cfg.max_connections:
             self.counters[1] += 1
             log.info("refused %s:%d: server full (%d connections)", ip, port, self.total)
             self.refuse(conn, "Server is full")
             return
-        if cfg.max_per_ip and self.per_ip[ip] >= cfg.max_per_ip and not self.is_exempt(ip):
+        exempt = self.is_exempt(ip)
+        if cfg.max_per_ip and self.per_ip[ip] >= cfg.max_per_ip and not exempt:
             self.counters[2] += 1
             log.info("refused %s:%d: too many connections from this address", ip, port)
             self.refuse(conn, f"Too many connections from your IP address ({cfg.max_per_ip})")
             return
+        if not exempt and not self.rate_ok(ip):
+            self.counters[2] += 1
+            log.info("refused %s:%d: connecting too fast", ip, port)
+            self.refuse(conn, "Connecting too fast from your IP address; try again later")
+            return
+        data = f"{ip} {port} tls".encode() if tls else f"{ip} {port}".encode()
         dead = []
         for index in sorted(self.workers, key=self.load.__getitem__):
             try:
-                socket.send_fds(self.workers[index], [f"{ip} {port}".encode()], [conn.fileno()])
+                socket.send_fds(self.workers[index], [data], [conn.fileno()])
             except (BlockingIOError, InterruptedError):
                 continue  # that worker is not keeping up: try the next one
             except OSError:
@@ -192,7 +239,8 @@ class Acceptor:
 
 
 def run_acceptor(config: Config, listeners: list[socket.socket], workers: dict[int, socket.socket],
-                 control: socket.socket, close_fds: list[int], ready: Any, counters: Any = None) -> None:
+                 control: socket.socket, close_fds: list[int], ready: Any, counters: Any = None,
+                 tls_listeners: list[socket.socket] | None = None) -> None:
     """Process entry point."""
     for fd in close_fds:
         try:
@@ -201,11 +249,11 @@ def run_acceptor(config: Config, listeners: list[socket.socket], workers: dict[i
             pass
     setup_logging(config, "acceptor")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    acceptor = Acceptor(config, listeners, workers, control, counters)
+    acceptor = Acceptor(config, listeners, workers, control, counters, tls_listeners)
 
     def stop(*_: Any) -> None:
         acceptor.running = False
-        for lsock in listeners:
+        for lsock in [*listeners, *(tls_listeners or ())]:
             try:
                 acceptor.sel.unregister(lsock)
             except (KeyError, ValueError):

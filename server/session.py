@@ -195,7 +195,7 @@ class Session:
         if self.closing is not None:
             return
         self.closing = reason
-        self.out.last_words(f"ERROR :Closing Link: {self.host} ({reason})\r\n".encode())
+        self.out.last_words(Message("ERROR", (f"Closing Link: {self.host} ({reason})",)).to_bytes())
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -31,14 +31,17 @@ from typing import Any
 
 from server.protocol import Message, RemoteProtocolError
 
+from . import cloak as cloak_mod
 from . import config as config_mod
 from . import stats as _stats  # noqa: F401  (registers the STATS command)
+from . import tls as tls_mod
 from .config import Config
 from .logs import setup_logging
 from .manager import BusProxy, connect_bus
 from .metrics import WorkerStats, exchange
 from .sendq import Writer
 from .session import Pending, Session, handle_client
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +66,16 @@ class Worker:
         self.channel_names: dict[str, str] = {}
         self.writer = Writer()
         self.running = True
+        self.publishing = False
+        self._store: Store | None = None
         self._sid_base = (os.getpid() & 0xFFFFFF) << 32
         self._sid_next = 0
         self._sid_lock = threading.Lock()
         self.msgid_prefix = secrets.token_hex(3) + f"{index:x}"
         self._flood_exempt = config.networks("flood_exempt")
+        self.cloak_key = cloak_mod.load_key(config)
+        self._cloak_exempt = config.networks("cloak_exempt")
+        self.tls_context = tls_mod.context_from(config)  # rebuilt on SIGHUP; sessions keep theirs
         self.deliveries = 0
         self.event_deliveries = 0
         # observability (server/metrics.py): plain counters, a snapshot channel to
@@ -77,6 +85,12 @@ class Worker:
         self.report: dict[str, Any] | None = None
 
     # -- helpers for sessions -------------------------------------------------
+    def cloak(self, ip: str) -> str:
+        """The host other users see for ``ip`` (server/cloak.py)."""
+        if not self.config.cloak or _in_networks(ip, self._cloak_exempt):
+            return ip
+        return cloak_mod.cloak(ip, self.cloak_key)
+
     def is_flood_exempt(self, ip: str) -> bool:
         try:
             addr = ipaddress.ip_address(ip)
@@ -86,6 +100,14 @@ class Worker:
 
     def publish(self, item: tuple[Any, ...]) -> None:
         self.outq.put(item)
+
+    def get_store(self) -> Store:
+        """This worker's connection to the database (opened on first use)."""
+        if self._store is None:
+            with self._sid_lock:
+                if self._store is None:
+                    self._store = Store(self.config.data_dir)
+        return self._store
 
     def new_sid(self) -> int:
         with self._sid_lock:
@@ -126,6 +148,7 @@ class Worker:
             except queue.Empty:
                 continue
             batch = [first]
+            self.publishing = True
             try:
                 while len(batch) < limit:
                     batch.append(get_nowait())
@@ -145,6 +168,8 @@ class Worker:
                 return
             except Exception:
                 log.exception("publisher: a batch of %d items failed", len(batch))
+            finally:
+                self.publishing = False
 
     def subscriber(self) -> None:
         bus: BusProxy = connect_bus(self.bus_address, self.authkey)
@@ -257,7 +282,7 @@ class Worker:
                     self.channel_names[key] = name
                 members[sid] = s
             if members:
-                plain = f":{prefix} JOIN {name}\r\n".encode()
+                plain = Message("JOIN", (name,), prefix).to_bytes()
                 extended = Message("JOIN", (name, account, realname), prefix).to_bytes()
                 away_line = Message("AWAY", (away,), prefix).to_bytes() if away else b""
                 for msid, m in members.items():
@@ -347,6 +372,16 @@ class Worker:
                         seen.add(msid)
                         put(m, line)
                         n += 1
+        elif kind == "C":  # account-notify
+            _, sid, prefix, account, keys = item
+            line = Message("ACCOUNT", (account,), prefix).to_bytes()
+            seen = {sid}
+            for key in keys:
+                for msid, m in channels.get(key, {}).items():
+                    if msid not in seen and "account-notify" in m.caps:
+                        seen.add(msid)
+                        put(m, line)
+                        n += 1
         elif kind == "Z":  # KILL or K-line: cut the client off
             _, sid, reason = item
             s = self.sessions.get(sid)
@@ -386,12 +421,18 @@ class Worker:
                         s.close("Registration timed out")
                     continue
                 idle = now - s.last_active
+                if s.protect_deadline is not None and now > s.protect_deadline:
+                    # a registered nick used without logging in: rename (a round trip, so not here)
+                    from .accounts import enforce_protection
+
+                    s.protect_deadline = None
+                    threading.Thread(target=enforce_protection, args=(s,), daemon=True).start()
                 if s.ping_sent is not None:
                     if now - s.ping_sent > cfg.ping_timeout:
                         s.close(f"Ping timeout: {int(now - s.last_active)} seconds")
                 elif idle > cfg.ping_interval:
                     s.ping_sent = now
-                    s.send_raw(f"PING :{cfg.server_name}\r\n".encode())
+                    s.send_raw(Message("PING", (cfg.server_name,)).to_bytes())
             time.sleep(1.0)
 
     # -- main thread ----------------------------------------------------------
@@ -441,15 +482,20 @@ class Worker:
                 os._exit(1)
             for fd in fds:
                 os.set_inheritable(fd, False)
-                ip, _, port = data.decode().rpartition(" ")
-                self.start_session(fd, ip, int(port or 0))
+                ip, port, *flags = data.decode().split(" ")
+                self.start_session(fd, ip, int(port), "tls" in flags)
 
-    def start_session(self, fd: int, ip: str, port: int) -> None:
+    def start_session(self, fd: int, ip: str, port: int, tls: bool = False) -> None:
         sock = socket.socket(fileno=fd)
         sock.setblocking(True)
         if self.config.socket_sndbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.socket_sndbuf)
-        session = Session(self, sock, self.new_sid(), ip, port)
+        if tls and self.tls_context is None:
+            log.error("worker %d: a TLS connection from %s but no TLS certificate", self.index, ip)
+            sock.close()
+            self.handoff.send(b"C" + ip.encode())
+            return
+        session = Session(self, sock, self.new_sid(), ip, port, self.tls_context if tls else None)
         self.sessions[session.sid] = session
         log.info("client %s:%d connected", ip, port)
         thread = threading.Thread(target=handle_client, args=(session,), name=f"client-{port}", daemon=True)
@@ -458,7 +504,7 @@ class Worker:
         except RuntimeError:
             log.error("worker %d: cannot start a thread for %s", self.index, ip)
             self.sessions.pop(session.sid, None)
-            session.out.last_words(b"ERROR :Server is full\r\n")
+            session.out.last_words(Message("ERROR", ("Server is full",)).to_bytes())
             sock.close()
             self.handoff.send(b"C" + ip.encode())
 
@@ -468,15 +514,21 @@ class Worker:
         except (SystemExit, OSError, ValueError) as exc:
             log.error("worker %d: configuration not reloaded: %s", self.index, exc)
             return
+        try:
+            self.tls_context = tls_mod.context_from(new)
+            self.cloak_key = cloak_mod.load_key(new)
+            self._cloak_exempt = new.networks("cloak_exempt")
+        except (tls_mod.TLSConfigError, OSError, ValueError) as exc:
+            log.error("worker %d: configuration not reloaded: %s", self.index, exc)
+            return
         self.config = new
         for s in list(self.sessions.values()):
             s.config = new
         log.info("worker %d: configuration reloaded", self.index)
 
     def shutdown(self) -> None:
-        """SIGTERM: tell every client, then go."""
-        self.running = False
-        line = b"ERROR :Server shutting down\r\n"
+        """SIGTERM: tell every client, pass on what they already sent, then go."""
+        line = Message("ERROR", ("Server shutting down",)).to_bytes()
         for s in list(self.sessions.values()):
             s.closing = "Server shutting down"
             s.out.last_words(line)
@@ -484,7 +536,20 @@ class Worker:
                 s.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        # Lines already read are accepted: let the publisher hand them to the bus.
+        deadline = time.monotonic() + 2.0
+        while (not self.outq.empty() or self.publishing) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.running = False
         log.info("worker %d stopped", self.index)
+
+
+def _in_networks(ip: str, networks: list[Any]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in networks)
 
 
 def run_worker(index: int, config: Config, argv: list[str], bus_address: Any, authkey: bytes,
