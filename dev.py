@@ -59,7 +59,8 @@ def main(argv: list[str]) -> int:
         [str(PY), "-m", "pytest", *rest],
     ]
     for step in steps:
-        print("dev.py: $", " ".join(os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in step), flush=True)
+        shown = " ".join(os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in step)
+        print("dev.py: $", shown, flush=True)
         code = run(step)
         if code:
             return code
