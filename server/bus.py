@@ -27,11 +27,14 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from server.protocol import RemoteProtocolError, numerics
 
+from . import klines
 from .registry import Registry
+from .store import Store, dm_key
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,56 @@ OPS = frozenset({
     "connect", "claim_nick", "register", "disconnect", "join", "part", "part_all", "topic",
     "names", "whois", "whowas", "ison", "userhost", "lusers", "set_away", "set_user_mode",
     "set_realname", "mode", "mode_info", "mode_list", "kick", "invite", "list_channels", "who",
-    "kill", "wallops", "kline", "unkline", "list_klines",
+    "kill", "wallops", "kline", "unkline", "list_klines", "login", "account_created", "account_dropped",
+    "chan_register", "chan_drop", "chan_access", "chan_info", "set_history", "history_target",
 })
+
+
+class HistoryWriter(threading.Thread):
+    """Writes history rows in batched transactions, off the delivery path.
+
+    The bus appends rows (in the bus order, so in each channel's one order);
+    this thread writes whatever has gathered every ``interval`` seconds.
+    ``flush()`` writes synchronously (a CHATHISTORY barrier, shutdown)."""
+
+    def __init__(self, store: Store, interval: float, max_age: float, max_per_target: int,
+                 expire_every: float = 60.0) -> None:
+        super().__init__(name="history-writer", daemon=True)
+        self.store = store
+        self.interval = interval
+        self.max_age = max_age
+        self.max_per_target = max_per_target
+        self.rows: list[tuple[str, str, float, str, str, str]] = []
+        self.lock = threading.Lock()  # guards the hand-over of rows and the write order
+        self.wake = threading.Event()
+        self.written = 0
+        self.expire_every = expire_every
+        self.last_expire = time.time()
+
+    def add(self, row: tuple[str, str, float, str, str, str]) -> None:
+        self.rows.append(row)  # list.append is atomic; taken under self.lock by flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            rows, self.rows = self.rows, []
+            if rows:
+                self.store.append_history(rows)
+                self.written += len(rows)
+
+    def run(self) -> None:
+        while True:
+            self.wake.wait(self.interval)
+            self.wake.clear()
+            try:
+                self.flush()
+                now = time.time()
+                if now - self.last_expire > self.expire_every:
+                    self.last_expire = now
+                    with self.lock:
+                        self.store.expire(self.max_age, self.max_per_target, now)
+            except Exception:
+                log.exception("history: write failed; retrying")
+                time.sleep(1)
 
 
 class Bus:
@@ -60,6 +111,17 @@ class Bus:
             max_channels=int(settings.get("max_channels", 0)),
             max_list=int(settings.get("max_list", 100)),
         )
+        self.store = Store(settings.get("data_dir", "data"))
+        self.registry.accounts = self.store.account_names()
+        self.registry.registered = self.store.channels()
+        self.registry.persist_channel = self._persist_channel
+        self.klines_path = Path(settings.get("data_dir", "data")) / klines.FILE
+        self.registry.klines = klines.load(self.klines_path, time.time())
+        self.history = HistoryWriter(self.store, float(settings.get("history_flush", 0.05)),
+                                     float(settings.get("history_max_age", 0)),
+                                     int(settings.get("history_max_per_target", 0)),
+                                     float(settings.get("history_expire_every", 60.0)))
+        self.history.start()
         self._touched: set[int] = set()
         self.published = 0
         self.batches = 0
@@ -140,6 +202,20 @@ class Bus:
             self.space.notify_all()
             return n
 
+    def flush_history(self) -> int:
+        """Write all pending history now (shutdown); returns rows written so far."""
+        self.history.flush()
+        return self.history.written
+
+    def _persist_channel(self, key: str, record: dict[str, Any] | None) -> None:
+        try:
+            if record is None:
+                self.store.drop_channel(key)
+            else:
+                self.store.save_channel(key, record)
+        except Exception:
+            log.exception("store: channel %s not saved", key)
+
     def stats(self) -> dict[str, Any]:
         with self.lock:
             return {
@@ -162,9 +238,14 @@ class Bus:
     def _request(self, worker: int, item: tuple[Any, ...]) -> None:
         _, _sid, token, op, args = item
         try:
-            if op not in OPS:
+            if op == "history_barrier":
+                # Everything published before this request is readable once it returns.
+                self.history.flush()
+                result: tuple[Any, ...] = ("ok", None)
+            elif op not in OPS:
                 raise ValueError(f"unknown registry operation {op!r}")
-            result: tuple[Any, ...] = ("ok", getattr(self.registry, op)(*args))
+            else:
+                result = ("ok", getattr(self.registry, op)(*args))
         except RemoteProtocolError as exc:
             result = ("err", exc.numeric, exc.params, exc.text)
         except KeyError:
@@ -176,12 +257,17 @@ class Bus:
             result = ("err", numerics.ERR_UNKNOWNERROR, (op.upper(),), "Internal error")
         if op == "register" and result[0] == "ok":
             self.registrations += 1
+        elif op in ("kline", "unkline") and result[0] == "ok":
+            try:
+                klines.save(self.klines_path, self.registry.klines)
+            except OSError:
+                log.exception("server bans not saved to %s", self.klines_path)
         if token:
             self._inbox(worker).append(("R", token, result))
             self._touched.add(worker)
 
     def _message(self, worker: int, item: tuple[Any, ...]) -> None:
-        _, sid, target, is_channel, kind, tags_full, tags_time, body = item
+        _, sid, target, is_channel, kind, tags_full, tags_time, body, msgid, ts = item
         reg = self.registry
         sender = reg.users.get(sid)
         if sender is not None:
@@ -199,6 +285,8 @@ class Bus:
                 if sid not in ch.members and worker not in ch.workers:
                     self._inbox(worker).append(out)  # the sender's echo
                     self._touched.add(worker)
+                if ch.history and (kind != "T" or b";+" in tags_full):
+                    self.history.add((ch.key, msgid, ts, kind, tags_full[1:-1].decode(), body[:-2].decode()))
             else:
                 to = reg.nicks.get(target)
                 user = reg.users.get(to) if to is not None else None
@@ -210,6 +298,10 @@ class Bus:
                 if user.worker != worker:
                     self._inbox(worker).append(out)  # the sender's echo
                     self._touched.add(worker)
+                if kind != "T" or b";+" in tags_full:
+                    key = dm_key(reg.identity(sender), reg.identity(user)) if sender is not None else None
+                    if key is not None:
+                        self.history.add((key, msgid, ts, kind, tags_full[1:-1].decode(), body[:-2].decode()))
                 if user.away is not None and kind == "P":
                     self._inbox(worker).append(("X", sid, numerics.RPL_AWAY, (user.nick,), user.away))
                     self._touched.add(worker)

@@ -56,11 +56,35 @@ class Config:
     ping_timeout: float = 60.0
     sendq: int = 1 << 20
     socket_sndbuf: int = 0
+    conn_burst: int = 10  # connections per address at once, then conn_rate per second (per_ip_exempt skips it)
+    conn_rate: float = 0.5
+    # -- TLS (on when tls_cert is set; docs/security.md)
+    tls_port: int = 6697
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_handshake_timeout: float = 10.0
+    # -- privacy and abuse
+    cloak: bool = True  # show other users a keyed hash of each address, not the address
+    cloak_key: str = ""  # empty: generated once and kept in data_dir/cloak.key
+    # shown as they are: a loopback address is the server's own, it tells nothing about the user
+    cloak_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    nick_change_burst: int = 5  # nick changes at once, then one per nick_change_interval seconds
+    nick_change_interval: float = 15.0
     # -- flood control: a token bucket of lines per client
     flood_burst: int = 20
     flood_rate: float = 4.0
     flood_max_delay: float = 10.0
     flood_exempt: list[str] = field(default_factory=list)
+    # -- accounts and history
+    account_registration: str = "open"  # open, opers (only operators register accounts) or off
+    sasl_plaintext: str = "loopback"  # SASL PLAIN without TLS: always, loopback or never
+    nick_protection_grace: float = 30.0
+    history_replay_lines: int = 20
+    history_max_age_days: float = 0.0
+    history_max_per_target: int = 10000
+    history_flush: float = 0.05
+    history_expire_every: float = 60.0
+    chathistory_max: int = 100
     # -- internals
     thread_stack_kib: int = 256
     bus_batch: int = 2000
@@ -75,7 +99,10 @@ class Config:
 
     def bus_settings(self) -> dict[str, Any]:
         return {"max_inbox": self.max_inbox, "channel_len": self.channel_len, "max_channels": self.max_channels,
-                "max_list": self.max_list}
+                "max_list": self.max_list, "data_dir": self.data_dir, "history_flush": self.history_flush,
+                "history_max_age": self.history_max_age_days * 86400,
+                "history_max_per_target": self.history_max_per_target,
+                "history_expire_every": self.history_expire_every}
 
     def networks(self, name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(c, strict=False) for c in getattr(self, name)]
@@ -94,6 +121,12 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 def _coerce(name: str, value: Any) -> Any:
     kind = FIELDS[name].type
+    if kind == "bool":
+        if isinstance(value, str):
+            if value.strip().lower() not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+                raise SystemExit(f"chatroom-server: {name} takes true or false, not {value!r}")
+            return value.strip().lower() in {"1", "true", "yes", "on"}
+        return bool(value)
     if kind == "int":
         return int(value)
     if kind == "float":

@@ -34,6 +34,7 @@ from .logs import setup_logging
 from .manager import ChatManager, _init_bus
 from .metrics import ACCEPTOR_SLOTS, HEARTBEAT_STALE, Aggregator, MetricsServer, report_for_workers
 from .resources import process_usage, raise_fd_limit, summary, system_usage
+from .tls import TLSConfigError, context_from
 from .worker import BOOT_ERROR, run_worker
 
 log = logging.getLogger("server.supervisor")
@@ -91,6 +92,21 @@ class Supervisor:
         lsock.set_inheritable(False)
         self.listeners = [lsock]
         self.port = lsock.getsockname()[1]
+        self.tls_listeners: list[socket.socket] = []
+        if cfg.tls_cert:  # TLS is on when a certificate is configured (docs/security.md)
+            try:
+                context_from(cfg)
+                tsock = socket.create_server((cfg.host, cfg.tls_port), backlog=4096, reuse_port=False)
+            except TLSConfigError as exc:
+                print(f"chatroom-server: {exc}", file=sys.stderr)
+                raise SystemExit(EXIT_LISTEN_ERROR) from None
+            except OSError as exc:
+                print(f"chatroom-server: cannot listen on {cfg.host}:{cfg.tls_port}: {exc.strerror or exc}",
+                      file=sys.stderr)
+                raise SystemExit(EXIT_LISTEN_ERROR) from None
+            tsock.set_inheritable(False)
+            self.tls_listeners = [tsock]
+            self.tls_port = tsock.getsockname()[1]
         if cfg.metrics_port:
             try:
                 self.metrics_server = MetricsServer((cfg.metrics_host, cfg.metrics_port), self.aggregator)
@@ -105,7 +121,8 @@ class Supervisor:
         self.control, acc_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         acceptor_ends = {i: a for i, (a, _) in pairs.items()}
         keep_out_of_workers = [s.fileno() for s in
-                               (*self.listeners, self.control, acc_control, *acceptor_ends.values())]
+                               (*self.listeners, *self.tls_listeners, self.control, acc_control,
+                                *acceptor_ends.values())]
         keep_out_of_workers += self.metrics_fds()
         for i, (_, w_end) in pairs.items():
             others = [p[1].fileno() for j, p in pairs.items() if j != i]
@@ -116,12 +133,13 @@ class Supervisor:
         self.acceptor = self.ctx.Process(
             target=run_acceptor, name="chatroom-acceptor",
             args=(cfg, self.listeners, acceptor_ends, acc_control,
-                  [self.control.fileno(), *self.metrics_fds(), *self.stats_fds()], ready, self.acceptor_counters))
+                  [self.control.fileno(), *self.metrics_fds(), *self.stats_fds()], ready, self.acceptor_counters,
+                  self.tls_listeners))
         self.acceptor.start()
         for a_end in acceptor_ends.values():
             a_end.close()
         acc_control.close()
-        for lsock in self.listeners:
+        for lsock in [*self.listeners, *self.tls_listeners]:
             lsock.close()  # the acceptor has them now
         ready.wait(10)
         self.wait_for_workers()
@@ -134,6 +152,8 @@ class Supervisor:
             host, mport = self.metrics_server.server_address[:2]
             log.info("metrics on http://%s:%d/metrics and /healthz", host, mport)
         log.info("listening on %s:%d with %d workers (pid %d)", cfg.host, self.port, cfg.workers, os.getpid())
+        if cfg.tls_cert:
+            log.info("TLS on %s:%d (certificate %s)", cfg.host, self.tls_port, cfg.tls_cert)
 
     def spawn_worker(self, index: int, w_end: socket.socket, close_fds: list[int]) -> None:
         heartbeat = self.ctx.Value("d", 0.0, lock=False)
@@ -404,6 +424,12 @@ class Supervisor:
             if proc.is_alive():
                 proc.kill()
                 proc.join(1)
+        if self.bus is not None:
+            try:
+                rows = self.bus.flush_history()
+                log.info("history flushed (%d messages written since start)", rows)
+            except Exception:
+                log.exception("history could not be flushed")
         if self.manager is not None:
             try:
                 self.manager.shutdown()
