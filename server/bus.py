@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -62,19 +63,22 @@ class HistoryWriter(threading.Thread):
         self.interval = interval
         self.max_age = max_age
         self.max_per_target = max_per_target
-        self.rows: list[tuple[str, str, float, str, str, str]] = []
-        self.lock = threading.Lock()  # guards the hand-over of rows and the write order
+        # A deque: appends (bus thread) and pops (writer) are atomic, so a row
+        # appended while a flush is under way is kept for the next one.
+        self.rows: deque[tuple[str, str, float, str, str, str]] = deque()
+        self.lock = threading.Lock()  # one flush at a time: rows reach the database in order
         self.wake = threading.Event()
         self.written = 0
         self.expire_every = expire_every
         self.last_expire = time.time()
 
     def add(self, row: tuple[str, str, float, str, str, str]) -> None:
-        self.rows.append(row)  # list.append is atomic; taken under self.lock by flush()
+        self.rows.append(row)
 
     def flush(self) -> None:
         with self.lock:
-            rows, self.rows = self.rows, []
+            pending = self.rows
+            rows = [pending.popleft() for _ in range(len(pending))]
             if rows:
                 self.store.append_history(rows)
                 self.written += len(rows)

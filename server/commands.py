@@ -752,11 +752,18 @@ def wallops(s: Session, msg: Message) -> None:
     s.request("wallops", s.sid, msg.params[0])
 
 
-@command("KLINE", 1)
+@command("KLINE")
 def kline(s: Session, msg: Message) -> None:
     """``KLINE [minutes] user@host [:reason]``; no argument lists the bans."""
     require_oper(s)
     params = list(msg.params)
+    if not params:
+        now = time.time()
+        for mask, reason, by, _, expires in s.request("list_klines", s.sid):
+            left = f"{int((expires - now) // 60)} more minutes" if expires else "permanent"
+            s.send(Message("NOTICE", (s.nick, f"K-Line {mask} by {by} ({left}): {reason}"), s.config.server_name))
+        s.send(Message("NOTICE", (s.nick, "End of K-Lines"), s.config.server_name))
+        return
     minutes = 0.0
     if params and params[0].isdigit() and len(params) > 1:
         minutes = float(params.pop(0))

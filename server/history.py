@@ -170,7 +170,7 @@ def targets(s: Session, start: str, end: str, limit: int) -> None:
 
     me_fold = casefold(me)
     for key, t in store.dm_targets(me_fold, lo, hi, limit):
-        a, _, b = key[1:].partition("\x00")
+        a, _, b = key[1:].partition(" ")
         found.append((b if a == me_fold else a, t))
     found.sort(key=lambda x: x[1])
     from .commands import server_time

@@ -111,8 +111,9 @@ class Registry:
     def connect(self, sid: int, worker: int, ip: str, host: str) -> None:
         self.users[sid] = User(sid, worker, ip, host)
 
-    def claim_nick(self, sid: int, nick: str) -> tuple[str, str]:
-        """Claim or change ``sid``'s nick. Returns (old prefix, new nick)."""
+    def claim_nick(self, sid: int, nick: str) -> tuple[str, str, bool]:
+        """Claim or change ``sid``'s nick. Returns (old prefix, new nick, whether
+        the nick is a registered one the user is not logged in to)."""
         u = self.users[sid]
         fold = self.fold(nick)
         holder = self.nicks.get(fold)

@@ -182,6 +182,8 @@ class Output:
                     except ssl.SSLError:
                         pass
                 return
+            if self.pending:
+                return  # a line is half sent: an ERROR now would land inside it
             try:
                 self.sock.send(data, _DONTWAIT)
             except OSError:

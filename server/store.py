@@ -221,11 +221,13 @@ class Store:
         return [(r[0], r[1]) for r in rows]
 
     def dm_targets(self, me: str, start: float, end: float, limit: int) -> list[tuple[str, float]]:
+        head, tail = f"@{me} ", f" {me}"  # compared exactly: no LIKE wildcards from nicks
         with self.lock:
             rows = self.conn.execute(
-                "SELECT target, max(time) FROM history WHERE (target LIKE ? OR target LIKE ?) AND time BETWEEN ? AND ?"
+                "SELECT target, max(time) FROM history WHERE substr(target, 1, 1) = '@'"
+                " AND (substr(target, 1, ?) = ? OR substr(target, -?) = ?) AND time BETWEEN ? AND ?"
                 " GROUP BY target ORDER BY max(time) LIMIT ?",
-                (f"@{me}\x00%", f"@%\x00{me}", start, end, limit)).fetchall()
+                (len(head), head, len(tail), tail, start, end, limit)).fetchall()
         return [(r[0], r[1]) for r in rows]
 
     def expire(self, max_age: float, max_per_target: int, now: float) -> int:
@@ -245,6 +247,7 @@ class Store:
 
 
 def dm_key(a: str, b: str) -> str:
-    """The history target of a private conversation between two folded names."""
+    """The history target of a private conversation between two folded names
+    (a space cannot occur in a nick, so the pair splits back unambiguously)."""
     x, y = sorted((a, b))
-    return f"@{x}\x00{y}"
+    return f"@{x} {y}"

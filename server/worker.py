@@ -522,6 +522,8 @@ class Worker:
             log.error("worker %d: configuration not reloaded: %s", self.index, exc)
             return
         self.config = new
+        self._flood_exempt = new.networks("flood_exempt")
+        setup_logging(new, f"worker-{self.index}")
         for s in list(self.sessions.values()):
             s.config = new
         log.info("worker %d: configuration reloaded", self.index)
