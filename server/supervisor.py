@@ -115,7 +115,7 @@ class Supervisor:
                       f"{exc.strerror or exc}", file=sys.stderr)
                 raise SystemExit(EXIT_LISTEN_ERROR) from None
         self.manager = ChatManager(ctx=self.ctx)
-        self.manager.start(initializer=_manager_init, initargs=(cfg.bus_settings(), cfg))
+        self.manager.start(initializer=_manager_init, initargs=(cfg.bus_settings(), cfg, self.metrics_fds()))
         self.bus = self.manager.get_bus()  # type: ignore[attr-defined]
         pairs = {i: socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for i in range(cfg.workers)}
         self.control, acc_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -438,8 +438,14 @@ class Supervisor:
         log.info("stopped")
 
 
-def _manager_init(settings: dict[str, Any], config: Config) -> None:
-    """The manager process's initializer: its own logging, then the bus."""
+def _manager_init(settings: dict[str, Any], config: Config, close_fds: list[int]) -> None:
+    """The manager process's initializer: drop the supervisor's metrics listener,
+    its own logging, then the bus."""
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     setup_logging(config, "manager")
     _init_bus(settings)
 

@@ -170,7 +170,7 @@ def test_healthz_fails_while_a_worker_hangs_and_recovers_after_respawn(start_ser
     import os
 
     port = free_port()
-    server = start_server("--metrics-port", str(port), "--set", "worker_timeout=6")
+    server = start_server("--metrics-port", str(port), "--set", "worker_timeout=10")
     wait_until("healthz", lambda: get(port, "/healthz")[0], lambda code: code == 200)
     old = server.worker_pids()[0]
     start = len(server.lines)
