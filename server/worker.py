@@ -463,18 +463,22 @@ class Worker:
                     except OSError:
                         pass
                     continue
-                self.receive_sockets()
+                if not self.receive_sockets():
+                    # The acceptor is gone (shutdown, or it died and the
+                    # supervisor is stopping us): keep serving until told to stop.
+                    sel.unregister(self.handoff)
         self.shutdown()
 
-    def receive_sockets(self) -> None:
+    def receive_sockets(self) -> bool:
+        """Start sessions for the sockets waiting; False once the acceptor is gone."""
         while True:
             try:
                 data, fds, flags, _ = socket.recv_fds(self.handoff, 256, 16)
             except BlockingIOError:
-                return
+                return True
             if not data and not fds:
-                log.error("worker %d: the acceptor went away", self.index)
-                os._exit(1)
+                log.info("worker %d: the acceptor closed the hand-off socket", self.index)
+                return False
             if flags & socket.MSG_CTRUNC:
                 for fd in fds:
                     os.close(fd)
