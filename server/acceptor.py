@@ -6,6 +6,9 @@ with ``socket.send_fds`` (data: ``"<ip> <port>"``, plus ``" tls"`` from the TLS
 listener: the worker does the handshake), and the acceptor's own copy
 is closed at once. Workers report closed connections on the same socketpair
 (``b"C<ip>"``), which keeps the per-worker load and the per-IP counts right.
+When every worker's socketpair is full (a connection storm), the acceptor holds
+the connection it has and stops accepting until a worker catches up: the
+kernel's listen backlog absorbs the burst, and nobody is refused for it.
 Over the per-IP or total limit, or connecting faster than the per-IP rate (a
 token bucket per address, per /64 for IPv6), the client gets an ``ERROR`` line
 and is closed; addresses in ``per_ip_exempt`` skip the per-IP checks.
@@ -50,12 +53,13 @@ class Acceptor:
         self.control = control
         self.exempt = config.networks("per_ip_exempt")
         self.sel = selectors.DefaultSelector()
-        for lsock in listeners:
+        self.listening = [(lsock, "listen") for lsock in listeners]
+        self.listening += [(lsock, "listen-tls") for lsock in tls_listeners or ()]
+        for lsock, tag in self.listening:
             lsock.setblocking(False)
-            self.sel.register(lsock, selectors.EVENT_READ, "listen")
-        for lsock in tls_listeners or ():
-            lsock.setblocking(False)
-            self.sel.register(lsock, selectors.EVENT_READ, "listen-tls")
+            self.sel.register(lsock, selectors.EVENT_READ, tag)
+        # a connection no worker could take yet (every hand-off socket full)
+        self.held: tuple[socket.socket, str, int, bytes] | None = None
         # connection rate: address key -> (tokens, when)
         self.rates: dict[str, tuple[float, float]] = {}
         self.rates_pruned = time.monotonic()
@@ -72,7 +76,8 @@ class Acceptor:
         self.workers[index] = sock
         self.load[index] = 0
         self.worker_ips[index] = Counter()
-        self.sel.register(sock, selectors.EVENT_READ, ("worker", index))
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.held is not None else 0)
+        self.sel.register(sock, events, ("worker", index))
 
     def remove_worker(self, index: int) -> None:
         sock = self.workers.pop(index, None)
@@ -98,7 +103,7 @@ class Acceptor:
 
     def serve(self) -> None:
         while self.running:
-            for key, _ in self.sel.select(1.0):
+            for key, mask in self.sel.select(1.0):
                 tag = key.data
                 if tag == "listen":
                     self.accept(key.fileobj)  # type: ignore[arg-type]
@@ -107,7 +112,10 @@ class Acceptor:
                 elif tag == "control":
                     self.on_control()
                 else:
-                    self.on_worker(tag[1])
+                    if mask & selectors.EVENT_READ:
+                        self.on_worker(tag[1])
+                    if mask & selectors.EVENT_WRITE:
+                        self.flush_held()
 
     def accept(self, lsock: socket.socket, tls: bool = False) -> None:
         for _ in range(256):
@@ -119,10 +127,47 @@ class Acceptor:
                 log.warning("accept failed: %s", exc)
                 return
             ip, port = addr[0], addr[1]
+            keep: socket.socket | None = conn
             try:
-                self.hand_over(conn, ip, port, tls)
+                if not self.hand_over(conn, ip, port, tls):
+                    self.hold(conn, ip, port, tls)
+                    keep = None
             finally:
-                conn.close()  # our copy: a leaked one keeps the connection half-open
+                if keep is not None:
+                    keep.close()  # our copy: a leaked one keeps the connection half-open
+            if self.held is not None:
+                return
+
+    def hold(self, conn: socket.socket, ip: str, port: int, tls: bool) -> None:
+        """Every worker is busy: keep ``conn``, stop accepting, and wait for a
+        hand-off socket to become writable (backpressure, not refusal)."""
+        self.held = (conn, ip, port, self.handoff_data(ip, port, tls))
+        for lsock, _ in self.listening:
+            try:
+                self.sel.unregister(lsock)
+            except (KeyError, ValueError):
+                pass
+        for index, sock in self.workers.items():
+            self.sel.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, ("worker", index))
+
+    def flush_held(self) -> None:
+        if self.held is None:
+            return
+        conn, ip, port, data = self.held
+        sent = self.dispatch(conn, ip, data)
+        if sent is False:
+            return
+        if sent is None:
+            self.counters[3] += 1
+            log.warning("refused %s:%d: no worker took the connection", ip, port)
+            self.refuse(conn, "Server is busy, try again later")
+        conn.close()
+        self.held = None
+        for index, sock in self.workers.items():
+            self.sel.modify(sock, selectors.EVENT_READ, ("worker", index))
+        for lsock, tag in self.listening:
+            if lsock.fileno() >= 0:
+                self.sel.register(lsock, selectors.EVENT_READ, tag)
 
     def refuse(self, conn: socket.socket, why: str) -> None:
         try:
@@ -155,30 +200,46 @@ class Acceptor:
                           if t + (now - a) * cfg.conn_rate < burst}
         return ok
 
-    def hand_over(self, conn: socket.socket, ip: str, port: int, tls: bool = False) -> None:
+    def hand_over(self, conn: socket.socket, ip: str, port: int, tls: bool = False) -> bool:
+        """Admit (or refuse) and hand over; False when every worker is busy."""
         cfg = self.config
         if self.total >= cfg.max_connections:
             self.counters[1] += 1
             log.info("refused %s:%d: server full (%d connections)", ip, port, self.total)
             self.refuse(conn, "Server is full")
-            return
+            return True
         exempt = self.is_exempt(ip)
         if cfg.max_per_ip and self.per_ip[ip] >= cfg.max_per_ip and not exempt:
             self.counters[2] += 1
             log.info("refused %s:%d: too many connections from this address", ip, port)
             self.refuse(conn, f"Too many connections from your IP address ({cfg.max_per_ip})")
-            return
+            return True
         if not exempt and not self.rate_ok(ip):
             self.counters[2] += 1
             log.info("refused %s:%d: connecting too fast", ip, port)
             self.refuse(conn, "Connecting too fast from your IP address; try again later")
-            return
-        data = f"{ip} {port} tls".encode() if tls else f"{ip} {port}".encode()
+            return True
+        sent = self.dispatch(conn, ip, self.handoff_data(ip, port, tls))
+        if sent is None:
+            self.counters[3] += 1
+            log.warning("refused %s:%d: no worker took the connection", ip, port)
+            self.refuse(conn, "Server is busy, try again later")
+        return sent is not False
+
+    @staticmethod
+    def handoff_data(ip: str, port: int, tls: bool) -> bytes:
+        return f"{ip} {port} tls".encode() if tls else f"{ip} {port}".encode()
+
+    def dispatch(self, conn: socket.socket, ip: str, data: bytes) -> bool | None:
+        """Send ``conn`` to the least-loaded worker that takes it: True if one
+        did, False if every worker's socket is full, None if no worker is left."""
         dead = []
+        blocked = False
         for index in sorted(self.workers, key=self.load.__getitem__):
             try:
                 socket.send_fds(self.workers[index], [data], [conn.fileno()])
             except (BlockingIOError, InterruptedError):
+                blocked = True
                 continue  # that worker is not keeping up: try the next one
             except OSError:
                 dead.append(index)
@@ -188,14 +249,14 @@ class Acceptor:
             self.worker_ips[index][ip] += 1
             self.per_ip[ip] += 1
             self.total += 1
+            sent: bool | None = True
             break
         else:
-            self.counters[3] += 1
-            log.warning("refused %s:%d: no worker took the connection", ip, port)
-            self.refuse(conn, "Server is busy, try again later")
+            sent = False if blocked else None
         for index in dead:
             log.warning("worker %d is gone", index)
             self.remove_worker(index)
+        return sent
 
     def on_worker(self, index: int) -> None:
         sock = self.workers.get(index)

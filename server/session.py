@@ -299,14 +299,21 @@ def handle_client(session: Session) -> None:
             session.last_active = time.monotonic()
             session.ping_sent = None
             items = session.decoder.feed(data)
+            flood = not session.flood_exempt
+            # Input that makes no message (empty lines, the discarded tail of an
+            # oversized one) is charged by size: one line per 4 KiB.
+            for _ in range(len(data) // 4096 - len(items) if flood else 0):
+                delay = session.throttle(1)
+                if delay:
+                    time.sleep(delay)
             for i, item in enumerate(items):
-                if isinstance(item, RemoteProtocolError):
-                    session.error(item)
-                    continue
-                if not session.flood_exempt:
+                if flood:  # every item, rejected lines too: each one costs a reply
                     delay = session.throttle(len(items) - i)
                     if delay:
                         time.sleep(delay)
+                if isinstance(item, RemoteProtocolError):
+                    session.error(item)
+                    continue
                 dispatch(session, item)
                 if session.closing is not None:
                     break
