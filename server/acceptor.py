@@ -24,12 +24,14 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import time
 from collections import Counter
 from typing import Any
 
 from server.protocol import Message
 
+from . import config as config_mod
 from .config import Config
 from .logs import setup_logging
 
@@ -321,8 +323,20 @@ def run_acceptor(config: Config, listeners: list[socket.socket], workers: dict[i
                 pass
             lsock.close()
 
+    def reload(*_: Any) -> None:
+        # The limits (max_connections, max_per_ip, per_ip_exempt, conn_*) follow
+        # the file; the listening sockets stay as they are.
+        try:
+            new = config_mod.load(sys.argv[1:])
+        except (SystemExit, OSError, ValueError) as exc:
+            log.error("acceptor: configuration not reloaded: %s", exc)
+            return
+        acceptor.config = new
+        acceptor.exempt = new.networks("per_ip_exempt")
+        log.info("acceptor: configuration reloaded")
+
     signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, reload)
     ready.set()
     try:
         acceptor.serve()

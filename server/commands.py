@@ -228,6 +228,8 @@ def try_register(s: Session) -> None:
     tokens = isupport(s)
     for i in range(0, len(tokens), 12):
         replies.append((N.RPL_ISUPPORT, *tokens[i:i + 12], "are supported by this server"))
+    if s.host != s.ip:
+        replies.append((N.RPL_HOSTHIDDEN, s.host, "is now your displayed host"))
     replies += lusers_replies(s, lusers_data)
     replies += motd_replies(s)
     s.numerics(replies)
@@ -477,6 +479,8 @@ def whois(s: Session, msg: Message) -> None:
         r.append((N.RPL_WHOISOPERATOR, nick_, "is an IRC operator"))
     if d["account"]:
         r.append((N.RPL_WHOISACCOUNT, nick_, d["account"], "is logged in as"))
+    if d["tls"]:
+        r.append((N.RPL_WHOISSECURE, nick_, "is using a secure connection"))
     if "o" in s.modes or d["sid"] == s.sid:
         r.append((N.RPL_WHOISMODES, nick_, f"is using modes +{d['modes']}"))
         r.append((N.RPL_WHOISACTUALLY, nick_, f"{d['user']}@{d['ip']}", d["ip"], "Actual user@host, Actual IP"))

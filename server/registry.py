@@ -42,6 +42,7 @@ class User:
     channels: set[str] = field(default_factory=set)
     signon: float = 0.0
     last_active: float = 0.0
+    tls: bool = False
 
     @property
     def prefix(self) -> str:
@@ -108,8 +109,8 @@ class Registry:
         return casefold(name, self.casemapping)
 
     # -- connections -------------------------------------------------------
-    def connect(self, sid: int, worker: int, ip: str, host: str) -> None:
-        self.users[sid] = User(sid, worker, ip, host)
+    def connect(self, sid: int, worker: int, ip: str, host: str, tls: bool = False) -> None:
+        self.users[sid] = User(sid, worker, ip, host, tls=tls)
 
     def claim_nick(self, sid: int, nick: str) -> tuple[str, str, bool]:
         """Claim or change ``sid``'s nick. Returns (old prefix, new nick, whether
@@ -759,7 +760,7 @@ class Registry:
             "nick": u.nick, "user": u.user, "host": u.host, "ip": u.ip, "realname": u.realname,
             "channels": chans, "away": u.away, "operator": "o" in u.modes, "account": u.account,
             "signon": u.signon, "sid": u.sid, "worker": u.worker, "last_active": u.last_active,
-            "modes": "".join(sorted(u.modes)),
+            "modes": "".join(sorted(u.modes)), "tls": u.tls,
         }
 
     def whowas(self, nick: str) -> list[tuple[str, str, str, str, float]]:

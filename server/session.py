@@ -285,7 +285,8 @@ def handle_client(session: Session) -> None:
     worker = session.worker
     reason = "Connection closed"
     try:
-        worker.publish(("r", session.sid, 0, "connect", (session.sid, worker.index, session.ip, session.host)))
+        worker.publish(("r", session.sid, 0, "connect",
+                        (session.sid, worker.index, session.ip, session.host, session.tls)))
         if session.tls:
             session.tls_handshake()
         while session.closing is None:

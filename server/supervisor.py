@@ -258,6 +258,8 @@ class Supervisor:
         for slot in self.slots.values():
             if slot.process.is_alive():
                 os.kill(slot.process.pid, signal.SIGHUP)
+        if self.acceptor is not None and self.acceptor.is_alive():
+            os.kill(self.acceptor.pid, signal.SIGHUP)
         log.info("configuration reloaded")
 
     def reap_workers(self) -> None:

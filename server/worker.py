@@ -535,9 +535,14 @@ class Worker:
     def shutdown(self) -> None:
         """SIGTERM: tell every client, pass on what they already sent, then go."""
         line = Message("ERROR", ("Server shutting down",)).to_bytes()
-        for s in list(self.sessions.values()):
+        sessions = list(self.sessions.values())
+        for s in sessions:
             s.closing = "Server shutting down"
-            s.out.last_words(line)
+            s.out.write(line)  # after anything still queued, so it arrives whole
+        deadline = time.monotonic() + 1.0
+        while any(s.out.pending for s in sessions) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for s in sessions:
             try:
                 s.sock.shutdown(socket.SHUT_RDWR)
             except OSError:

@@ -130,6 +130,7 @@ def test_hosts_are_cloaked_and_operators_see_the_address(start_server, opconf: P
     src = bob.expect("PRIVMSG").source
     host = src.split("@", 1)[1]
     assert CLOAK.fullmatch(host), src
+    assert [m.params[1] for m in alice.seen if m.verb == "396"] == [host], "alice is told her displayed host"
     for line in ("WHOIS alice", "WHO #c", "WHO alice %tnuhi,42", "USERHOST alice", "NAMES #c", "WHOWAS alice"):
         bob.send(line)
     bob.sync()

@@ -96,6 +96,11 @@ def test_tls_client_chats_with_plain_client(tls_server: Server, certs: tuple[Pat
     bob.send("".join(f"PRIVMSG alice :{i} {'y' * 300}\r\n" for i in range(120)))
     got = [int(alice.expect("PRIVMSG").params[1].split()[0]) for _ in range(120)]
     assert got == list(range(120))
+    bob.send("WHOIS alice")
+    assert bob.expect("671").params[1] == "alice"
+    bob.send("WHOIS bob")
+    bob.expect("318")
+    assert not [m for m in bob.drain() if m.verb == "671"], "a plain connection is not called secure"
     alice.send("QUIT :bye")
     assert alice.expect("ERROR")
     assert bob.expect("QUIT").params[0] == "Quit: bye"
