@@ -98,9 +98,19 @@ def _run(cmd: Command, s: Session, msg: Message) -> None:
 _msg_counter = itertools.count(1)
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def server_time(now: float | None = None) -> str:
+    """IRCv3 server-time: ``2026-01-02T03:04:05.678Z``. The part up to the
+    second is formatted once per second (this runs for every relayed message)."""
+    global _second
     now = time.time() if now is None else now
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+    whole = int(now)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{int(now * 1000) % 1000:03d}Z"
 
 
 def isupport(s: Session) -> list[str]:
