@@ -5,6 +5,12 @@ connection), ``init_ui``, ``setup_connection``, ``receive`` (the background
 thread's body: it only reads the network and queues events, never touching a
 widget), ``send`` and ``on_closing`` (QUIT, then exit).
 
+Certificates (trust on first use): the client reports ``UntrustedCertificate``
+or ``CertificateChanged`` instead of connecting; :meth:`ChatApp._untrusted` and
+:meth:`ChatApp._certificate_changed` ask the user through the view, pin or
+forget in ``known_servers.json``, and connect again. Only these two, on a
+user's answer, change a pin.
+
 The network thread reaches Tk only through the connection's queue, which
 :meth:`ChatApp.poll` drains every 50 ms with ``after()`` (habit 13, as thonny's
 ``_poll_backend_messages`` and IDLE's ``poll_subprocess`` do). This module
@@ -28,6 +34,7 @@ from . import model as m
 from . import settings as settings_mod
 from .client import (
     CapsChanged,
+    CertificateChanged,
     Connected,
     Connecting,
     Disconnected,
@@ -36,8 +43,10 @@ from .client import (
     Lag,
     NickRetry,
     Received,
+    UntrustedCertificate,
 )
 from .commands import ALIASES, COMMANDS, Context, Outcome, interpret
+from .known_servers import KnownServers
 from .notify import notify
 from .settings import Settings
 from .view import MainView, SidebarItem, UserItem, create_root
@@ -65,9 +74,10 @@ class ChatApp:
 
     def __init__(self, root: Any = None, settings: Settings | None = None, *, connect: bool = True,
                  ask: bool | None = None, notifier: Callable[[str, str], None] | None = None,
-                 save_settings: bool = True) -> None:
+                 save_settings: bool = True, known: KnownServers | None = None) -> None:
         self.settings = settings if settings is not None else settings_mod.load()
         self.save_settings = save_settings
+        self.known = known if known is not None else KnownServers()  # pinned certificates
         self.model = m.ChatModel(self.settings.nick)
         self.history = m.InputHistory()
         self.client: IRCConnection | None = None
@@ -113,12 +123,16 @@ class ChatApp:
         self.settings = s
         self.model.nick = s.nick
         self._save()
-        self.client = IRCConnection(s.host, s.port, s.nick, password=s.password or None, tls=s.tls,
-                                    tls_verify=s.tls_verify)
-        self.events = self.client.events
-        self.client.start(target=functools.partial(self.receive, self.client))
+        self._start_client()
         self.refresh()
         return True
+
+    def _start_client(self) -> None:
+        s = self.settings
+        self.client = IRCConnection(s.host, s.port, s.nick, password=s.password or None, tls=s.tls,
+                                    tls_verify=s.tls_verify, cafile=s.tls_cafile or None, known=self.known)
+        self.events = self.client.events
+        self.client.start(target=functools.partial(self.receive, self.client))
 
     def receive(self, client: IRCConnection | None = None) -> None:
         """The background thread: read the network, queue events. No widgets here."""
@@ -193,7 +207,7 @@ class ChatApp:
             self._set_status(f"Connecting to {s.host} port {s.port}\u2026" if event.attempt == 0
                              else f"Reconnecting to {s.host} (try {event.attempt + 1})\u2026")
         elif isinstance(event, Connected):
-            self._set_status(f"Connected to {s.host}, signing in\u2026")
+            self._set_status(f"Connected to {s.host}" + (" (encrypted)" if event.tls else "") + ", signing in\u2026")
         elif isinstance(event, CapsChanged):
             self.model.caps = set(event.enabled)
         elif isinstance(event, Lag):
@@ -216,6 +230,69 @@ class ChatApp:
             self._apply(self.model.add_info(m.SERVER_KEY, event.text, now, "error"))
             if not self.closing:
                 self.view.after(0, lambda: self._failed(event))
+        elif isinstance(event, UntrustedCertificate):
+            self._certificate_refused(event, f"Not connected: the certificate of {event.host} port {event.port} "
+                                             f"is not verified ({event.reason}).", self._untrusted)
+        elif isinstance(event, CertificateChanged):
+            self._certificate_refused(event, f"Not connected: the certificate of {event.host} port {event.port} "
+                                             "has CHANGED since you trusted it.", self._certificate_changed)
+
+    # -- certificate decisions (trust on first use) --------------------------------------------
+    def _certificate_refused(self, event: Any, text: str, decide: Callable[[Any, IRCConnection | None], None]) -> None:
+        self._set_status(text)
+        self._apply(self.model.add_info(m.SERVER_KEY, text, datetime.now(UTC), "error"))
+        if not self.closing:
+            client = self.client  # the decision applies to this connection only
+            self.view.after(0, lambda: decide(event, client))
+
+    def _untrusted(self, event: UntrustedCertificate, client: IRCConnection | None) -> None:
+        """First use of a server no authority vouches for: show the fingerprint, pin it if trusted."""
+        if self.closing or client is not self.client:
+            return  # the user has moved on to another connection meanwhile
+        trusted = self._dialog(self.view.ask_trust_certificate, event.host, event.port, event.fingerprint,
+                               event.subject, event.issuer, event.not_after, event.reason)
+        now = datetime.now(UTC)
+        if not trusted:
+            self._set_status("Not connected: you did not trust the server's certificate.")
+            return
+        try:
+            self.known.pin(event.host, event.port, event.fingerprint, event.subject)
+        except OSError as exc:
+            self._dialog(self.view.show_error, "Could not remember the certificate", str(exc))
+            return
+        self._apply(self.model.add_info(
+            m.SERVER_KEY, f"You trust the certificate of {event.host} port {event.port} "
+                          f"(SHA-256 {event.fingerprint}). You will be warned if it changes.", now))
+        self._connect_again()
+
+    def _certificate_changed(self, event: CertificateChanged, client: IRCConnection | None) -> None:
+        """A pinned server shows another certificate: warn; forget the pin only when asked twice."""
+        if self.closing or client is not self.client:
+            return
+        stay = "Not connected: the server's certificate changed. Ask the server's owner before going on."
+        if not self._dialog(self.view.warn_certificate_changed, event.host, event.port, event.old, event.new,
+                            event.subject, event.issuer):
+            self._set_status(stay)
+            return
+        if not self._dialog(self.view.confirm_forget_certificate, event.host, event.port, event.old):
+            self._set_status(stay)
+            return
+        try:
+            self.known.forget(event.host, event.port)
+        except OSError as exc:
+            self._dialog(self.view.show_error, "Could not forget the certificate", str(exc))
+            return
+        self._apply(self.model.add_info(
+            m.SERVER_KEY, f"Forgot the certificate you trusted for {event.host} port {event.port} "
+                          f"(SHA-256 {event.old}).", datetime.now(UTC)))
+        # Not pinning the new one here: connecting again shows it as a first use, to be compared.
+        self._connect_again()
+
+    def _connect_again(self) -> None:
+        """The same server after a certificate decision, keeping the conversations (and rejoining them)."""
+        if self.client is not None:
+            self.client.stop()  # its thread has ended already
+        self._start_client()
 
     def _failed(self, event: Failed) -> None:
         self._dialog(self.view.show_error, "Could not connect", event.text)

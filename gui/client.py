@@ -3,12 +3,22 @@
 It wraps the sans-I/O codec (``server.protocol``) in a few lines of socket I/O
 (habit 1) and never imports tkinter: tests drive it against the real server with
 no display. It owns what belongs to the connection rather than to the chat:
-CAP negotiation, PING/PONG, lag, TLS, and reconnecting with back-off. Every
+CAP negotiation, PING/PONG, lag, TLS with pinned certificates, and reconnecting
+with back-off. Every
 message it reads is put on :attr:`IRCConnection.events` as :class:`Received`;
 the GUI's controller drains that queue with ``after()`` (habit 13).
 
 Methods for the caller: :meth:`start`, :meth:`send`, :meth:`quit`, :meth:`stop`.
 :meth:`run` is the thread's body (``ChatApp.receive`` calls it).
+
+TLS: a certificate is checked against the system's certificate authorities (plus
+``cafile``, for a company or test CA). When that fails, the client does not just
+fail: it fetches the certificate on a second connection, reads its SHA-256
+fingerprint and reports :class:`UntrustedCertificate` so the user can decide
+(trust on first use). A server pinned in ``known`` (:mod:`gui.known_servers`)
+is checked against its pin only, at every connect and reconnect; a different
+certificate is refused with :class:`CertificateChanged`. Neither event is
+retried, and nothing here pins: that is the user's decision, made in the GUI.
 """
 
 from __future__ import annotations
@@ -23,9 +33,13 @@ from dataclasses import dataclass, field
 
 from server.protocol import Decoder, LocalProtocolError, Message, RemoteProtocolError, numerics, parse
 
+from . import known_servers
+from .known_servers import KnownServers
+
 __all__ = [
     "WANTED_CAPS",
     "CapsChanged",
+    "CertificateChanged",
     "Connected",
     "Connecting",
     "Disconnected",
@@ -34,6 +48,7 @@ __all__ = [
     "Lag",
     "NickRetry",
     "Received",
+    "UntrustedCertificate",
 ]
 
 # Capabilities the client understands, asked for when the server offers them.
@@ -55,6 +70,7 @@ class Connected:
     host: str
     port: int
     tls: bool
+    fingerprint: str | None = None  # SHA-256 of the server's certificate, with TLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +110,49 @@ class Failed:
     text: str
 
 
-Event = Connecting | Connected | Received | CapsChanged | Lag | NickRetry | Disconnected | Failed
+@dataclass(frozen=True, slots=True)
+class UntrustedCertificate:
+    """No certificate authority vouches for the server's certificate; not connected.
+
+    ``fingerprint`` is the SHA-256 of the certificate the server presented
+    (``AB:CD:...``); pinning it and connecting again trusts that certificate.
+    """
+
+    host: str
+    port: int
+    fingerprint: str
+    subject: str
+    issuer: str
+    not_after: str
+    reason: str  # why verification failed, e.g. "self-signed certificate"
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateChanged:
+    """The server presented another certificate than the pinned one; not connected.
+
+    Either the server's owner replaced it, or someone is in the middle. The pin
+    stays as it was.
+    """
+
+    host: str
+    port: int
+    old: str
+    new: str
+    subject: str
+    issuer: str
+
+
+Event = (Connecting | Connected | Received | CapsChanged | Lag | NickRetry | Disconnected | Failed
+         | UntrustedCertificate | CertificateChanged)
+
+
+class _CertificateProblem(Exception):
+    """Raised by ``_open``: the connection was refused over its certificate."""
+
+    def __init__(self, event: UntrustedCertificate | CertificateChanged) -> None:
+        super().__init__(event)
+        self.event = event
 
 
 def describe(exc: BaseException, host: str, port: int, tls: bool) -> tuple[str, str]:
@@ -107,12 +165,21 @@ def describe(exc: BaseException, host: str, port: int, tls: bool) -> tuple[str, 
     if isinstance(exc, TimeoutError | socket.timeout):
         return "timeout", f"{host} port {port} did not answer in time. Check the address and your network."
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return "tls", (f"The server's certificate is not trusted ({exc.verify_message}). "
-                       "Connect without 'verify certificate' only if you trust this server.")
+        return "tls", (f"The server's certificate is not trusted ({exc.verify_message}), "
+                       "and it could not be fetched to show you its fingerprint.")
     if isinstance(exc, ssl.SSLError):
         return "tls", (f"The secure (TLS) connection failed ({exc.reason}). Is {port} a TLS port? "
                        "IRC usually listens on 6697 for TLS and 6667 without.")
     return "other", f"Could not connect to {host} port {port}: {exc}"
+
+
+def _unchecked_context() -> ssl.SSLContext:
+    """TLS that encrypts but checks nothing: only for a pinned certificate (checked by its
+    fingerprint right after), for fetching a certificate to show, or when the user said so."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class IRCConnection:
@@ -127,6 +194,8 @@ class IRCConnection:
         password: str | None = None,
         tls: bool = False,
         tls_verify: bool = True,
+        cafile: str | None = None,
+        known: KnownServers | None = None,
         username: str | None = None,
         realname: str = "Chat-room user",
         caps: frozenset[str] = WANTED_CAPS,
@@ -139,6 +208,9 @@ class IRCConnection:
     ) -> None:
         self.host, self.port, self.nick = host, port, nick
         self.password, self.tls, self.tls_verify = password, tls, tls_verify
+        self.cafile = cafile or None
+        self.known = known
+        self.fingerprint: str | None = None  # of the certificate of the current TLS connection
         self.username = username or "".join(c for c in nick if c.isalnum())[:10] or "chatroom"
         self.realname = realname
         self.wanted_caps = caps
@@ -221,6 +293,11 @@ class IRCConnection:
             self.events.put(Connecting(self.host, self.port, attempt))
             try:
                 sock = self._open()
+            except _CertificateProblem as problem:
+                # Not a network hiccup: retrying would not change the answer, and
+                # must not wear the user down into accepting. The GUI asks.
+                self.events.put(problem.event)
+                return
             except OSError as exc:
                 kind, text = describe(exc, self.host, self.port, self.tls)
                 if not self.ever_registered or not self.reconnect:
@@ -247,15 +324,60 @@ class IRCConnection:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.tls:
-                ctx = ssl.create_default_context()
-                if not self.tls_verify:
-                    ctx.check_hostname = False
-                    ctx.verify_mode = ssl.CERT_NONE
-                sock = ctx.wrap_socket(sock, server_hostname=self.host)
+                sock = self._secure(sock)
         except BaseException:
             sock.close()
             raise
         return sock
+
+    def _secure(self, sock: socket.socket) -> ssl.SSLSocket:
+        """The TLS handshake, and the decision whether to trust the certificate."""
+        self.fingerprint = None
+        if not self.tls_verify:  # the user turned checking off for this server
+            return _unchecked_context().wrap_socket(sock, server_hostname=self.host)
+        pin = self.known.get(self.host, self.port) if self.known is not None else None
+        if pin is not None:
+            # A pinned server: that certificate and no other. Its CA (usually none) does not matter.
+            tls = _unchecked_context().wrap_socket(sock, server_hostname=self.host)
+            der = tls.getpeercert(binary_form=True) or b""
+            presented = known_servers.fingerprint(der)
+            if not known_servers.same_fingerprint(presented, pin):
+                tls.close()
+                info = known_servers.summary(der)
+                raise _CertificateProblem(CertificateChanged(self.host, self.port, pin, presented,
+                                                             info.subject, info.issuer))
+            self.fingerprint = presented
+            return tls
+        ctx = ssl.create_default_context()
+        if self.cafile:
+            ctx.load_verify_locations(cafile=self.cafile)  # in addition to the system's authorities
+        try:
+            tls = ctx.wrap_socket(sock, server_hostname=self.host)
+        except ssl.SSLCertVerificationError as exc:
+            reason = exc.verify_message or str(exc.reason)
+            try:
+                der = self._fetch_certificate()
+            except OSError:
+                raise exc from None
+            info = known_servers.summary(der)
+            raise _CertificateProblem(UntrustedCertificate(
+                self.host, self.port, known_servers.fingerprint(der), info.subject, info.issuer, info.not_after,
+                reason)) from exc
+        self.fingerprint = known_servers.fingerprint(tls.getpeercert(binary_form=True) or b"")
+        return tls
+
+    def _fetch_certificate(self) -> bytes:
+        """The server's certificate, from a handshake that checks nothing and sends no IRC.
+
+        A failed verification aborts the handshake before Python lets us see the
+        certificate, so it takes a second connection.
+        """
+        with socket.create_connection((self.host, self.port), timeout=self.connect_timeout) as raw, \
+                _unchecked_context().wrap_socket(raw, server_hostname=self.host) as tls:
+            der = tls.getpeercert(binary_form=True)
+        if not der:
+            raise ssl.SSLError("the server presented no certificate")
+        return der
 
     def _session(self, sock: socket.socket, attempt: int) -> str:
         """One connection, from registration to its end; returns why it ended."""
@@ -263,7 +385,7 @@ class IRCConnection:
         self.caps.clear()
         self.offered.clear()
         self._lag_token = None
-        self.events.put(Connected(self.host, self.port, self.tls))
+        self.events.put(Connected(self.host, self.port, self.tls, self.fingerprint))
         decoder = Decoder(strict=False)
         nick = self.nick
         self._cap_ls = []

@@ -5,6 +5,8 @@ The file is ``chatroom/gui.json`` in the user's config directory
 ``~/Library/Application Support`` on macOS); ``CHATROOM_GUI_CONFIG`` names
 another file (tests use it). The password is kept only when the user ticks
 "remember password", and the file is then readable by its owner only.
+Pinned server certificates live next to it, in ``known_servers.json``
+(:mod:`gui.known_servers`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ class Settings:
     password: str = ""
     remember_password: bool = False
     tls: bool = False
-    tls_verify: bool = True
+    tls_verify: bool = True  # False: no certificate checks at all (neither authorities nor pins)
+    tls_cafile: str = ""  # extra certificate authorities (PEM), e.g. a company's or a test CA
     theme: str = "light"  # "light" or "dark"
     font_size: int = 11
     scale: float = 0.0  # Tk scaling; 0 = as the display says

@@ -18,7 +18,7 @@ import sys
 import tkinter as tk
 import webbrowser
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from tkinter import font as tkfont
 from tkinter import messagebox, simpledialog, ttk
 from typing import Protocol
@@ -28,7 +28,8 @@ from server.protocol import is_valid_nick
 from .model import Line, bmp_safe, nick_colour_index, split_links
 from .settings import Settings
 
-__all__ = ["ConnectDialog", "MainView", "SidebarItem", "UserItem", "create_root", "tk_handles_astral"]
+__all__ = ["CertificateChangedDialog", "ConnectDialog", "MainView", "SidebarItem", "TrustCertificateDialog", "UserItem",
+           "create_root", "tk_handles_astral"]
 
 try:  # The Sun Valley ttk theme (maintained, pure Tcl); plain ttk styling without it.
     import sv_ttk
@@ -442,6 +443,26 @@ class MainView:
     def ask_connect(self, settings: Settings, note: str = "") -> Settings | None:
         return ConnectDialog(self.root, settings, note).result
 
+    def ask_trust_certificate(self, host: str, port: int, fingerprint: str, subject: str, issuer: str,
+                              not_after: str, reason: str) -> bool:
+        """First use of a server no authority vouches for: True to trust (pin) it."""
+        return bool(TrustCertificateDialog(self.root, host, port, fingerprint, subject, issuer, not_after,
+                                          reason).result)
+
+    def warn_certificate_changed(self, host: str, port: int, old: str, new: str, subject: str,
+                                 issuer: str) -> bool:
+        """A pinned server presented another certificate: True if the user asks to forget the old one."""
+        return bool(CertificateChangedDialog(self.root, host, port, old, new, subject, issuer).result)
+
+    def confirm_forget_certificate(self, host: str, port: int, old: str) -> bool:
+        """The second confirmation before forgetting a pin; "No" is the default."""
+        return bool(messagebox.askyesno(
+            "Really forget the trusted certificate?",
+            f"Forget the certificate you trusted for {host} port {port}?\n\nSHA-256 {old}\n\n"
+            "Do this only if the server's owner told you the certificate changed. You will then be shown the "
+            "new certificate's fingerprint: compare it with what the owner gave you before trusting it.",
+            icon="warning", default="no", parent=self.root))
+
     # -- tk plumbing ---------------------------------------------------------------------------
     def after(self, ms: int, func: Callable[[], object]) -> str:
         return self.root.after(ms, func)
@@ -589,11 +610,126 @@ class ConnectDialog(simpledialog.Dialog):
             messagebox.showwarning("Check the details", problem, parent=self)
             return False
         channels = [c.strip() for c in self.vars["channels"].get().replace(" ", ",").split(",") if c.strip()]
-        s = self.settings
-        self.result = Settings(
-            host=host, port=port, nick=nick, password=self.vars["password"].get(),
+        self.result = replace(
+            self.settings, host=host, port=port, nick=nick, password=self.vars["password"].get(),
             remember_password=self.remember.get(), tls=self.tls.get(), tls_verify=self.verify.get(),
-            theme=s.theme, font_size=s.font_size, scale=s.scale,
-            channels=[c if c[0] in "#&" else "#" + c for c in channels], notifications=s.notifications,
+            channels=[c if c[0] in "#&" else "#" + c for c in channels],
         )
         return True
+
+
+def _grouped(fingerprint: str) -> str:
+    """A SHA-256 fingerprint on two lines of 16 bytes, easier to compare by eye."""
+    parts = fingerprint.split(":")
+    return "\n".join(":".join(parts[i:i + 16]) for i in range(0, len(parts), 16))
+
+
+class _CertificateDialog(simpledialog.Dialog):
+    """Shared layout: wrapped paragraphs and fingerprints in a selectable monospace box."""
+
+    result: bool | None  # None until a button decides (simpledialog.Dialog's convention)
+
+    def _para(self, parent: tk.Misc, text: str, **kw: object) -> ttk.Label:
+        label = ttk.Label(parent, text=text, wraplength=520, justify="left", **kw)  # type: ignore[arg-type]
+        label.pack(anchor="w", fill="x", pady=(0, 8))
+        return label
+
+    def _fingerprint(self, parent: tk.Misc, fingerprint: str) -> tk.Text:
+        text = tk.Text(parent, height=2, width=48, wrap="none", relief="solid", borderwidth=1,
+                       font=tkfont.nametofont("TkFixedFont"), padx=6, pady=4)
+        text.insert("1.0", _grouped(fingerprint))
+        text.configure(state="disabled")  # still selectable and copyable
+        text.pack(anchor="w", pady=(0, 10))
+        return text
+
+    def buttonbox(self) -> None:
+        box = ttk.Frame(self, padding=(12, 0, 12, 12))
+        self._buttons(box)
+        self.bind("<Escape>", self.cancel)
+        box.pack(fill="x")
+
+    def _buttons(self, box: ttk.Frame) -> None:
+        raise NotImplementedError
+
+
+class TrustCertificateDialog(_CertificateDialog):
+    """Trust on first use: the fingerprint, the advice, "Trust this server" or "Cancel"."""
+
+    def __init__(self, parent: tk.Misc, host: str, port: int, fingerprint: str, subject: str, issuer: str,
+                 not_after: str, reason: str) -> None:
+        self.host, self.port, self.fingerprint = host, port, fingerprint
+        self.subject, self.issuer, self.not_after, self.reason = subject, issuer, not_after, reason
+        super().__init__(parent, "Unverified server certificate")
+
+    def body(self, master: tk.Frame) -> tk.Widget:
+        frame = ttk.Frame(master, padding=12)
+        frame.pack(fill="both", expand=True)
+        self._para(frame, "This server's identity can't be verified by a certificate authority.",
+                   font=tkfont.Font(self, weight="bold", size=12))
+        self._para(frame, f"{self.host} port {self.port} presented a certificate that no certificate authority "
+                          f"vouches for ({self.reason}). A server whose owner made its certificate "
+                          "(self-signed) looks like this; so would someone pretending to be the server.")
+        details = [f"Issued to: {self.subject or '(unknown)'}", f"Issued by: {self.issuer or '(unknown)'}"]
+        if self.not_after:
+            details.append(f"Valid until: {self.not_after}")
+        self._para(frame, "\n".join(details))
+        ttk.Label(frame, text="Fingerprint SHA-256:").pack(anchor="w")
+        self.fingerprint_text = self._fingerprint(frame, self.fingerprint)
+        self._para(frame, "Compare it with the fingerprint the server's owner gave you. "
+                          "Trust this server from now on? You will be warned if its certificate ever changes.")
+        return frame
+
+    def _buttons(self, box: ttk.Frame) -> None:
+        self.trust_button = ttk.Button(box, text="Trust this server", command=self._trust)
+        self.trust_button.pack(side="right", padx=(6, 0))
+        self.cancel_button = ttk.Button(box, text="Cancel", command=self.cancel, default="active")
+        self.cancel_button.pack(side="right")
+        self.bind("<Return>", self.cancel)  # Enter does not trust by accident
+        self.initial_focus = self.cancel_button
+
+    def _trust(self) -> None:
+        self.result = True
+        self.ok()
+
+
+class CertificateChangedDialog(_CertificateDialog):
+    """A loud warning: the pinned certificate and the presented one, "Disconnect" by default."""
+
+    def __init__(self, parent: tk.Misc, host: str, port: int, old: str, new: str, subject: str,
+                 issuer: str) -> None:
+        self.host, self.port, self.old, self.new, self.subject, self.issuer = host, port, old, new, subject, issuer
+        super().__init__(parent, "WARNING: the server's certificate has changed")
+
+    def body(self, master: tk.Frame) -> tk.Widget:
+        frame = ttk.Frame(master, padding=12)
+        frame.pack(fill="both", expand=True)
+        header = tk.Label(frame, text="\u26a0  WARNING: THE SERVER'S CERTIFICATE HAS CHANGED",
+                          foreground="#ffffff", background="#c0392b", padx=10, pady=8, anchor="w",
+                          font=tkfont.Font(self, weight="bold", size=13))
+        header.pack(fill="x", pady=(0, 10))
+        self._para(frame, f"{self.host} port {self.port} presented a different certificate from the one you "
+                          "trusted. Someone may be intercepting your connection (a man-in-the-middle attack), "
+                          "or the server's owner replaced the certificate. You have not been connected.")
+        ttk.Label(frame, text="Trusted before (SHA-256):").pack(anchor="w")
+        self.old_text = self._fingerprint(frame, self.old)
+        ttk.Label(frame, text="Presented now (SHA-256):").pack(anchor="w")
+        self.new_text = self._fingerprint(frame, self.new)
+        if self.subject or self.issuer:
+            self._para(frame, f"New certificate issued to: {self.subject or '(unknown)'}; "
+                              f"by: {self.issuer or '(unknown)'}")
+        self._para(frame, "Do not continue unless the server's owner confirms that they changed the certificate "
+                          "and the new fingerprint matches the one they give you.",
+                   font=tkfont.Font(self, weight="bold"))
+        return frame
+
+    def _buttons(self, box: ttk.Frame) -> None:
+        self.disconnect_button = ttk.Button(box, text="Stay disconnected", command=self.cancel, default="active")
+        self.disconnect_button.pack(side="right", padx=(6, 0))
+        self.forget_button = ttk.Button(box, text="Forget the old certificate\u2026", command=self._forget)
+        self.forget_button.pack(side="left")
+        self.bind("<Return>", self.cancel)
+        self.initial_focus = self.disconnect_button
+
+    def _forget(self) -> None:
+        self.result = True
+        self.ok()
