@@ -120,9 +120,10 @@ class Output:
             self.on_overflow()
         return done
 
-    def tls_decrypt(self, data: bytes) -> tuple[bytes, bool]:
-        """Feed ciphertext (``b""``: the socket hit EOF); return (plaintext, peer
-        closed). Raises :class:`ssl.SSLError` on a corrupt stream."""
+    def tls_decrypt(self, data: bytes | None) -> tuple[bytes, bool]:
+        """Feed ciphertext (``b""``: the socket hit EOF; None: only what is already
+        buffered); return (plaintext, peer closed). Raises :class:`ssl.SSLError`
+        on a corrupt stream."""
         assert self.tls is not None
         with self.lock:
             if self.closed:

@@ -245,14 +245,15 @@ class Session:
         Raises OSError (or ConnectionGone for a broken TLS stream)."""
         if not self.tls:
             return self.sock.recv(16384)
+        data: bytes | None = None  # first, records that came in with the handshake
         while True:
-            data = self.sock.recv(16384)
             try:
                 plain, closed = self.out.tls_decrypt(data)
             except ssl.SSLError as exc:
                 raise ConnectionGone(f"TLS error: {exc.reason or exc}") from None
-            if plain or closed or not data:
+            if plain or closed or data == b"":
                 return plain
+            data = self.sock.recv(16384)
 
     def throttle(self, backlog: int) -> float:
         """Charge one line to the token bucket; return how long to hold it back.

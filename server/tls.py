@@ -69,12 +69,13 @@ class TLSState:
             pass
         return self.done, self.outgoing.read()
 
-    def decrypt(self, data: bytes) -> tuple[bytes, bytes, bool]:
-        """Feed ciphertext; return (plaintext, bytes to send, peer closed).
+    def decrypt(self, data: bytes | None) -> tuple[bytes, bytes, bool]:
+        """Feed ciphertext (``b""``: EOF; None: nothing new, just read what is
+        already buffered); return (plaintext, bytes to send, peer closed).
         Raises :class:`ssl.SSLError` on a corrupt stream."""
         if data:
             self.incoming.write(data)
-        else:
+        elif data is not None:
             self.incoming.write_eof()
         chunks: list[bytes] = []
         closed = False

@@ -103,21 +103,6 @@ def tls_server(start: Start, cert: Path, key: Path, tls_port: int = 0) -> tuple[
     return srv, int(srv.wait_log(r".*TLS on 127\.0\.0\.1:(\d+) .*").group(1))
 
 
-@pytest.fixture(autouse=True)
-def tls_1_2_until_the_server_drains_its_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A server bug, worked around here only: with TLS 1.3 the client's first IRC lines can reach the
-    server in the same read as the handshake's last flight; ``Session.tls_handshake`` then leaves them
-    decrypted-but-unread in the memory BIO and ``receive`` waits for more bytes that never come (the
-    client hangs at "signing in"). TLS 1.2 ends the handshake on the server's flight, so the race cannot
-    happen. Certificates, fingerprints and pins are the same under either version."""
-    real = ssl.create_default_context
-
-    def capped(*args: Any, **kw: Any) -> ssl.SSLContext:
-        ctx = real(*args, **kw)
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        return ctx
-
-    monkeypatch.setattr("gui.client.ssl.create_default_context", capped)
 
 
 @pytest.fixture

@@ -214,3 +214,36 @@ def test_unusable_certificate_stops_the_server_with_a_clear_message(tmp_path: Pa
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "cannot load TLS certificate" in proc.stderr
+
+
+def test_regression_lines_sent_with_the_tls13_finished_are_answered(tls_server: Server,
+                                                                   certs: tuple[Path, Path]) -> None:
+    """TLS 1.3 lets a client send its Finished and its first lines in one go;
+    they used to sit undecrypted in the server's buffer until more bytes came."""
+    cert, _ = certs
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", tls_port(tls_server)), timeout=10) as sock:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if outgoing.pending:
+                    sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536))
+        tls.write(b"NICK early\r\nUSER early 0 * :Early Bird\r\n")
+        sock.sendall(outgoing.read())  # the Finished and the lines, in one write
+        got = b""
+        while b" 001 " not in got:
+            data = sock.recv(65536)
+            assert data, "the server closed the connection"
+            incoming.write(data)
+            try:
+                while True:
+                    got += tls.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+        assert b"Welcome" in got
