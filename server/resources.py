@@ -25,6 +25,31 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def thread_capacity() -> tuple[int, str]:
+    """How many threads this machine lets the server run, and what bounds it.
+
+    Every client is a thread, and on Linux every thread takes an id from
+    ``kernel.pid_max`` and counts against ``kernel.threads-max`` and the
+    per-user process limit (``RLIMIT_NPROC``, raised here to its hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NPROC, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    limits = []
+    for name in ("pid_max", "threads-max"):
+        try:
+            with open(f"/proc/sys/kernel/{name}") as fh:
+                limits.append((int(fh.read()), f"kernel.{name}"))
+        except (OSError, ValueError):
+            pass
+    if soft != resource.RLIM_INFINITY:
+        limits.append((soft, "ulimit -u (RLIMIT_NPROC)"))
+    return min(limits) if limits else (1 << 31, "nothing")
+
+
 def process_usage(procs: dict[str, int]) -> dict[str, dict[str, Any]]:
     """CPU %, RSS, threads, fds and start time of each named pid (CPU % since
     the last call for the same pid, as psutil does; 0 on the first call)."""

@@ -33,7 +33,7 @@ from .config import Config
 from .logs import setup_logging
 from .manager import ChatManager, _init_bus
 from .metrics import ACCEPTOR_SLOTS, HEARTBEAT_STALE, Aggregator, MetricsServer, report_for_workers
-from .resources import process_usage, raise_fd_limit, summary, system_usage
+from .resources import process_usage, raise_fd_limit, summary, system_usage, thread_capacity
 from .tls import TLSConfigError, context_from
 from .worker import BOOT_ERROR, run_worker
 
@@ -84,6 +84,11 @@ class Supervisor:
     def start(self) -> None:
         cfg = self.config
         raise_fd_limit()
+        threads, bound = thread_capacity()
+        if threads < cfg.max_connections + 1000:
+            log.warning("this machine runs at most about %d threads (%s), fewer than max_connections=%d "
+                        "(a thread per client): raise it (e.g. sysctl -w kernel.pid_max=4194304) or lower "
+                        "max_connections", threads, bound, cfg.max_connections)
         try:
             lsock = socket.create_server((cfg.host, cfg.port), backlog=4096, reuse_port=False)
         except OSError as exc:

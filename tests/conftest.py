@@ -24,6 +24,15 @@ from tests.ircclient import IRCClient
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _die_with_parent() -> None:
+    """In the server's child process: SIGTERM it if the test process dies, so a
+    killed test run leaves no server behind."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Server:
     def __init__(self, args: list[str], env: dict[str, str] | None = None, tmp: Path | None = None) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHATROOM_")}
@@ -34,7 +43,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", "0", *args],
             cwd=tmp or ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
         )
         self.lines: list[str] = []
         self.cond = threading.Condition()
