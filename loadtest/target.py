@@ -71,14 +71,16 @@ class Target:
 class Chatroom(Target):
     """``python -m server`` with N workers, flood control off for loopback."""
 
-    def __init__(self, workers: int, host: str = "127.0.0.1", extra: list[str] | None = None) -> None:
+    def __init__(self, workers: int, host: str = "127.0.0.1", extra: list[str] | None = None,
+                 root: str | None = None) -> None:
         super().__init__(host, free_port(host))
+        self.root = str(root or ROOT)
         self.workers = workers
         self.name = f"chatroom-w{workers}"
         self.tmp = tempfile.mkdtemp(prefix="chatroom-bench-")
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATROOM_")}
         env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.root, env.get("PYTHONPATH")]))
         self.argv = [sys.executable, "-m", "server", "--host", host, "--port", str(self.port),
                      "--workers", str(workers), "--data-dir", os.path.join(self.tmp, "data"),
                      "--set", "flood_exempt=127.0.0.0/8",
@@ -175,6 +177,22 @@ def wait_listening(host: str, port: int, proc: subprocess.Popen[bytes], timeout:
     return False
 
 
+def source_version(root: str | Path) -> str:
+    """The commit of a server checkout ("+dirty" when it has local changes), or the
+    content of a ``.commit`` file left by ``git archive`` exports."""
+    marker = Path(root) / ".commit"
+    if marker.exists():
+        return marker.read_text().strip()
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "server"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit or "unknown") + ("+dirty" if dirty else "")
+
+
 class Usage:
     """CPU seconds and RSS of a set of processes between ``start()`` and ``stop()``."""
 
@@ -182,19 +200,23 @@ class Usage:
         self.target = target
         self.generator_pids = generator_pids
         self.t0 = 0.0
-        self.server0 = 0.0
-        self.gen0 = 0.0
+        self.server0: dict[int, float] = {}
+        self.gen0: dict[int, float] = {}
 
     @staticmethod
-    def _cpu(procs: list[psutil.Process]) -> float:
-        total = 0.0
+    def _cpu(procs: list[psutil.Process]) -> dict[int, float]:
+        out = {}
         for p in procs:
             try:
                 t = p.cpu_times()
-                total += t.user + t.system
+                out[p.pid] = t.user + t.system
             except psutil.Error:
                 pass
-        return total
+        return out
+
+    @staticmethod
+    def _pcts(before: dict[int, float], after: dict[int, float], wall: float) -> list[float]:
+        return sorted((round(100 * (t - before.get(pid, 0.0)) / wall, 1) for pid, t in after.items()), reverse=True)
 
     def _gen(self) -> list[psutil.Process]:
         out = [psutil.Process()]
@@ -213,11 +235,14 @@ class Usage:
     def stop(self) -> dict[str, Any]:
         wall = max(time.monotonic() - self.t0, 1e-6)
         procs = self.target.processes()
-        out: dict[str, Any] = {
-            "gen_cpu_pct": round(100 * (self._cpu(self._gen()) - self.gen0) / wall, 1),
-        }
+        gen = self._pcts(self.gen0, self._cpu(self._gen()), wall)
+        out: dict[str, Any] = {"gen_cpu_pct": round(sum(gen), 1), "gen_cpu_max_proc_pct": gen[0] if gen else 0.0}
         if procs:
-            out["server_cpu_pct"] = round(100 * (self._cpu(procs) - self.server0) / wall, 1)
+            # Per process, busiest first: shows whether one process (the manager, a
+            # worker, ngIRCd's single one) is the wall.
+            server = self._pcts(self.server0, self._cpu(procs), wall)
+            out["server_cpu_pct"] = round(sum(server), 1)
+            out["server_cpu_procs_pct"] = server
             out["server_rss_mib"] = round(rss(procs) / 2**20, 1)
             out["server_procs"] = len(procs)
         return out

@@ -18,6 +18,7 @@ import pytest
 
 from loadtest.bench import ms_stats, percentile, split
 from loadtest.irc_client import parse_host
+from loadtest.report import load, render
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,8 +52,10 @@ def test_connections_smoke_starts_its_own_server() -> None:
     assert r["sources"] == ["127.0.0.2", "127.0.0.3"]
 
 
-def test_fanout_smoke(target: list[str]) -> None:
-    r = bench("fanout", *target, "--clients", "30", "--senders", "3", "--rates", "50,100", "--duration", "1")
+def test_fanout_smoke(target: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    r = bench("fanout", *target, "--clients", "30", "--senders", "3", "--rates", "50,100", "--duration", "1",
+              "--out", str(out))
     assert r["joined"] == 30
     assert len(r["steps"]) == 2
     for step in r["steps"]:
@@ -61,6 +64,10 @@ def test_fanout_smoke(target: list[str]) -> None:
         assert step["received"] == step["expected"] == step["sent"] * 29
         assert step["samples"] > 0
     assert "server_cpu_pct" in r["steps"][0]
+    # The same line renders as the tables of docs/benchmarks.md.
+    text = render(load(str(out)))
+    assert "| external |" in text
+    assert "### Fan-out" in text
 
 
 def test_rooms_smoke(target: list[str]) -> None:
