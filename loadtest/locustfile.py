@@ -5,9 +5,13 @@
 ``--host`` takes ``irc://HOST:PORT``, ``HOST:PORT`` or ``HOST`` (port 6667).
 Users, by weight:
 
-* lurkers (6): join one channel and idle; their reader answers PING;
+* lurkers (6): join one of the rooms and idle; their reader answers PING;
 * chatters (3): sit in a few channels and talk at a human rate;
 * room hoppers (1): join and part channels.
+
+Everyone starts in one of 20 rooms (not one shared lobby: with 2000 users a
+single channel makes every JOIN a 2000-line broadcast that this one locust
+process would have to parse, and the generator would saturate first).
 
 A server with flood control needs it relaxed for loopback (ours:
 ``--set flood_exempt=127.0.0.0/8``).
@@ -31,7 +35,6 @@ from loadtest.swarm import raise_fd_limit
 raise_fd_limit()
 
 CHANNELS = [f"#room{i}" for i in range(20)]
-LOBBY = "#lobby"
 
 
 class IRCUser(User):
@@ -46,7 +49,8 @@ class IRCUser(User):
 
     def on_start(self) -> None:
         self.client.connect()
-        self.client.join(LOBBY)
+        self.home = random.choice(CHANNELS)
+        self.client.join(self.home)
 
     def on_stop(self) -> None:
         self.client.quit()
@@ -68,7 +72,7 @@ class Chatter(IRCUser):
 
     def on_start(self) -> None:
         super().on_start()
-        for channel in random.sample(CHANNELS, 3):
+        for channel in random.sample([c for c in CHANNELS if c != self.home], 2):
             self.client.join(channel)
 
     @task
@@ -83,8 +87,8 @@ class RoomHopper(IRCUser):
 
     @task
     def hop(self) -> None:
-        rooms = [c for c in self.client.channels if c != LOBBY]
+        rooms = [c for c in self.client.channels if c != self.home]
         if rooms and (len(rooms) > 2 or random.random() < 0.5):
             self.client.part(random.choice(rooms))
         else:
-            self.client.join(random.choice(CHANNELS))
+            self.client.join(random.choice([c for c in CHANNELS if c not in self.client.channels]))
