@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -36,6 +37,8 @@ from .config import Config
 from .logs import setup_logging
 
 log = logging.getLogger(__name__)
+
+FD_RESERVE = 256
 
 
 class Acceptor:
@@ -54,6 +57,9 @@ class Acceptor:
         self.total = 0
         self.control = control
         self.exempt = config.networks("per_ip_exempt")
+        # Workers share our open-file limit; keep room for their own files
+        # (manager connections, database, selectors, pipes).
+        self.per_worker = max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_RESERVE)
         self.sel = selectors.DefaultSelector()
         self.listening = [(lsock, "listen") for lsock in listeners]
         self.listening += [(lsock, "listen-tls") for lsock in tls_listeners or ()]
@@ -222,6 +228,11 @@ class Acceptor:
             self.refuse(conn, "Connecting too fast from your IP address; try again later")
             return True
         sent = self.dispatch(conn, ip, self.handoff_data(ip, port, tls))
+        if sent is None and self.workers and all(self.load[w] >= self.per_worker for w in self.workers):
+            self.counters[1] += 1
+            log.warning("refused %s:%d: every worker is at its open-file limit", ip, port)
+            self.refuse(conn, "Server is full")
+            return True
         if sent is None:
             self.counters[3] += 1
             log.warning("refused %s:%d: no worker took the connection", ip, port)
@@ -238,6 +249,8 @@ class Acceptor:
         dead = []
         blocked = False
         for index in sorted(self.workers, key=self.load.__getitem__):
+            if self.load[index] >= self.per_worker:
+                continue  # one more would pass the worker's open-file limit
             try:
                 socket.send_fds(self.workers[index], [data], [conn.fileno()])
             except (BlockingIOError, InterruptedError):

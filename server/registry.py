@@ -104,6 +104,10 @@ class Registry:
         self.channels: dict[str, Channel] = {}
         self.gone: dict[str, list[tuple[str, str, str, str, float]]] = {}  # WHOWAS
         self.max_users = 0
+        # kept as counts: LUSERS runs at every registration, a scan would be O(users)
+        self.n_registered = 0
+        self.n_invisible = 0
+        self.n_opers = 0
 
     def fold(self, name: str) -> str:
         return casefold(name, self.casemapping)
@@ -143,7 +147,10 @@ class Registry:
         if ban is not None:
             raise fail(numerics.ERR_YOUREBANNEDCREEP, text=f"You are banned from this server: {ban}")
         u.registered, u.signon, u.last_active = True, now, now
-        self.max_users = max(self.max_users, self.count_registered())
+        self.n_registered += 1
+        self.n_invisible += "i" in u.modes
+        self.n_opers += "o" in u.modes
+        self.max_users = max(self.max_users, self.n_registered)
         return {**self.lusers(), "protected": self.protected(u)}
 
     # -- accounts ------------------------------------------------------------
@@ -167,10 +174,18 @@ class Registry:
 
     def set_user_mode(self, sid: int, mode: str, on: bool) -> None:
         u = self.users[sid]
+        if (mode in u.modes) == on:
+            return
         if on:
             u.modes.add(mode)
         else:
             u.modes.discard(mode)
+        if u.registered:
+            step = 1 if on else -1
+            if mode == "i":
+                self.n_invisible += step
+            elif mode == "o":
+                self.n_opers += step
 
     def set_away(self, sid: int, message: str | None) -> None:
         u = self.users[sid]
@@ -191,6 +206,9 @@ class Registry:
             del self.nicks[u.fold]
         if not u.registered:
             return
+        self.n_registered -= 1
+        self.n_invisible -= "i" in u.modes
+        self.n_opers -= "o" in u.modes
         self._remember(u, u.nick)
         audience = self._audience(u)
         chans = tuple(u.channels)
@@ -732,15 +750,15 @@ class Registry:
         return u if u.registered else None
 
     def count_registered(self) -> int:
-        return sum(1 for u in self.users.values() if u.registered)
+        return self.n_registered
 
     def lusers(self) -> dict[str, Any]:
-        registered = self.count_registered()
+        registered = self.n_registered
         return {
             "users": registered,
-            "invisible": sum(1 for u in self.users.values() if u.registered and "i" in u.modes),
+            "invisible": self.n_invisible,
             "unknown": len(self.users) - registered,
-            "operators": sum(1 for u in self.users.values() if "o" in u.modes),
+            "operators": self.n_opers,
             "channels": len(self.channels),
             "max_users": self.max_users,
         }

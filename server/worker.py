@@ -480,10 +480,18 @@ class Worker:
                 log.info("worker %d: the acceptor closed the hand-off socket", self.index)
                 return False
             if flags & socket.MSG_CTRUNC:
+                # The socket did not fit (no free file descriptor here): that one
+                # client is lost, the others are not. Free its slot in the acceptor.
                 for fd in fds:
                     os.close(fd)
-                log.critical("worker %d: control data truncated while receiving sockets", self.index)
-                os._exit(1)
+                ip = data.decode().split(" ")[0]
+                log.error("worker %d: could not receive a socket from %s (out of file descriptors?)",
+                          self.index, ip)
+                try:
+                    self.handoff.send(b"C" + ip.encode())
+                except OSError:
+                    pass
+                continue
             for fd in fds:
                 os.set_inheritable(fd, False)
                 ip, port, *flags = data.decode().split(" ")

@@ -24,17 +24,21 @@ from tests.ircclient import IRCClient
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(nofile: int | None = None) -> None:
     """In the server's child process: SIGTERM it if the test process dies, so a
-    killed test run leaves no server behind."""
+    killed test run leaves no server behind; optionally cap its open files."""
     import ctypes
+    import resource
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if nofile is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
 
 class Server:
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, tmp: Path | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, tmp: Path | None = None,
+                 nofile: int | None = None) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHATROOM_")}
         full_env.update(env or {})
         full_env["PYTHONUNBUFFERED"] = "1"
@@ -43,7 +47,8 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", "0", *args],
             cwd=tmp or ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=(lambda: _die_with_parent(nofile)),
         )
         self.lines: list[str] = []
         self.cond = threading.Condition()
@@ -123,8 +128,8 @@ class Server:
 def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def start(*args: str, workers: int = 2, env: dict[str, str] | None = None) -> Server:
-        srv = Server(["--workers", str(workers), "--data-dir", str(tmp_path / "data"), *args], env, tmp_path)
+    def start(*args: str, workers: int = 2, env: dict[str, str] | None = None, nofile: int | None = None) -> Server:
+        srv = Server(["--workers", str(workers), "--data-dir", str(tmp_path / "data"), *args], env, tmp_path, nofile)
         started.append(srv)
         return srv
 

@@ -221,3 +221,24 @@ def test_cap_negotiation(server: Server) -> None:
     c.expect("001")
     c.send("CAP FOO")
     c.expect("410")
+
+
+def test_worker_at_its_file_limit_refuses_instead_of_dying(start_server) -> None:
+    """Regression: a worker out of file descriptors used to die with all its
+    clients. Now the acceptor keeps each worker below the limit and says so."""
+    server: Server = start_server(*EXEMPT, workers=1, nofile=320)  # 320 - 256 reserved = 64 per worker
+    first = server.client("first")
+    pid = server.worker_pids()[0]
+    held = [IRCClient(server.port) for _ in range(63)]  # with "first": the 64 the worker may hold
+    extra = IRCClient(server.port)
+    err = extra.expect("ERROR")
+    assert "Server is full" in err.params[0]
+    first.send("PRIVMSG first :still here")
+    first.sync()
+    assert server.worker_pids()[0] == pid
+    for c in held:
+        c.close()
+    extra.close()
+    late = server.client("late")  # slots come back as clients leave
+    late.send("PING :x")
+    late.expect("PONG")
