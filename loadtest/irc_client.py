@@ -98,11 +98,11 @@ class IRCClient:
         return result
 
     # -- io -------------------------------------------------------------------
-    def send(self, line: str) -> None:
+    def send(self, message: Message) -> None:
         if self.sock is None or self.closed.is_set():
             raise IRCError("not connected")
         try:
-            self.sock.sendall(line.encode() + b"\r\n")
+            self.sock.sendall(message.to_bytes())
         except OSError as exc:
             self.closed.set()
             raise IRCError(f"send failed: {exc}") from exc
@@ -199,20 +199,20 @@ class IRCClient:
         if caps:
             acked = self.expect(lambda m: m.command == "CAP" and len(m.params) > 1
                                 and m.params[1].upper() in ("ACK", "NAK"))
-            self.send("CAP LS 302")
-            self.send(f"NICK {nick}")
-            self.send(f"USER {nick[:9]} 0 * :locust")
-            self.send("CAP REQ :" + " ".join(caps))
+            self.send(Message("CAP", ("LS", "302")))
+            self.send(Message("NICK", (nick,)))
+            self.send(Message("USER", (nick[:9], "0", "*", "locust")))
+            self.send(Message("CAP", ("REQ", " ".join(caps))))
             try:
                 reply = self.wait(*acked, None, "CAP ACK")
                 if reply.params[1].upper() == "ACK":
                     self.caps.update(reply.params[-1].split())
             except IRCError:
                 pass  # a server without CAP registers anyway
-            self.send("CAP END")
+            self.send(Message("CAP", ("END",)))
         else:
-            self.send(f"NICK {nick}")
-            self.send(f"USER {nick[:9]} 0 * :locust")
+            self.send(Message("NICK", (nick,)))
+            self.send(Message("USER", (nick[:9], "0", "*", "locust")))
         self.wait(*welcome, None, "welcome")
 
     def join(self, channel: str) -> None:
@@ -222,7 +222,7 @@ class IRCClient:
             event = self.expect(lambda m: (m.command == "JOIN" and (m.source or "").split("!", 1)[0] == self.nick
                                            and bool(m.params) and m.params[0].lower() == folded)
                                 or m.command in ("403", "405", "471", "473", "474", "475", "476"))
-            self.send(f"JOIN {channel}")
+            self.send(Message("JOIN", (channel,)))
             self.wait(*event, None, "JOIN")
             self.channels.add(channel)
         self.timed("join", run)
@@ -231,7 +231,7 @@ class IRCClient:
         def run() -> None:
             event = self.expect(lambda m: (m.command == "PART" and (m.source or "").split("!", 1)[0] == self.nick)
                                 or m.command in ("403", "442"))
-            self.send(f"PART {channel} :hop")
+            self.send(Message("PART", (channel, "hop")))
             self.wait(*event, None, "PART")
             self.channels.discard(channel)
         self.timed("part", run)
@@ -247,13 +247,13 @@ class IRCClient:
                 if len(_in_flight) > 10000:  # nobody heard the oldest ones
                     for key in list(_in_flight)[:5000]:
                         _in_flight.pop(key, None)
-            self.send(f"PRIVMSG {channel} :{line}")
+            self.send(Message("PRIVMSG", (channel, line)))
             return
 
         def run() -> None:
             event = self.expect(lambda m: (m.command == "PRIVMSG" and m.params[-1:] == (line,))
                                 or m.command in ("401", "403", "404"))
-            self.send(f"PRIVMSG {channel} :{line}")
+            self.send(Message("PRIVMSG", (channel, line)))
             self.wait(*event, None, "echo")
         self.timed("privmsg rtt", run)
 
@@ -261,7 +261,7 @@ class IRCClient:
         if self.sock is None:
             return
         try:
-            self.send(f"QUIT :{reason}")
+            self.send(Message("QUIT", (reason,)))
             self.closed.wait(2.0)
         except IRCError:
             pass

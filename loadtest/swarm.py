@@ -199,7 +199,8 @@ class Swarm:
             if ev & (select.EPOLLOUT | select.EPOLLIN):
                 conn.state = "registering"
                 self.ep.modify(fd, select.EPOLLIN)
-                self.write(conn, f"NICK {conn.nick}\r\nUSER {conn.nick[:9]} 0 * :bench\r\n".encode())
+                self.write(conn, Message("NICK", (conn.nick,)).to_bytes()
+                           + Message("USER", (conn.nick[:9], "0", "*", "bench")).to_bytes())
                 if not ev & select.EPOLLIN:
                     return
         try:
@@ -234,11 +235,13 @@ class Swarm:
                 now = time.monotonic_ns()
                 conn.samples.extend((int(step), now - int(ts)) for ts, step in _STAMP.findall(whole))
             if b"PING" in whole or b"ERROR" in whole:
-                for line in whole.split(b"\n"):
-                    words = line.split(b" ", 2)
-                    if words[0] == b"PING" or (len(words) > 1 and words[1] == b"PING"):
-                        self.write(conn, b"PONG " + line.split(b"PING ", 1)[1].rstrip(b"\r") + b"\r\n")
-                    elif words[0] == b"ERROR":
+                # rare: only these buffers go through the codec
+                for msg in Decoder(strict=False).feed(whole):
+                    if not isinstance(msg, Message):
+                        continue
+                    if msg.verb == "PING":
+                        self.write(conn, Message("PONG", msg.params[-1:]).to_bytes())
+                    elif msg.verb == "ERROR":
                         self.close(conn, "ERROR from server")
                         return
 
@@ -343,7 +346,7 @@ class Swarm:
             conn.channels = channels
             for ch in channels:
                 want.append((conn, ch.lower()))
-            self.write(conn, f"JOIN {','.join(channels)}\r\n".encode())
+            self.write(conn, Message("JOIN", (",".join(channels),)).to_bytes())
 
         def task(now: float) -> bool:
             return all(ch in c.joined or c.state == "closed" for c, ch in want) or now - start > timeout
@@ -400,7 +403,7 @@ class Swarm:
                     for _ in range(due):
                         c = next(cycle)
                         out.setdefault(c, []).append(
-                            f"PRIVMSG {c.channels[0]} :T{stamp} {i}{pad}\r\n".encode())
+                            Message("PRIVMSG", (c.channels[0], f"T{stamp} {i}{pad}")).to_bytes())
                     for c, lines in out.items():
                         self.write(c, b"".join(lines))
                     state["sent"] += due
@@ -510,11 +513,12 @@ class Churn:
     def on_welcome(self, conn: Conn) -> None:
         ch = f"#churn{conn.index % self.channels}"
         conn.channels = [ch]
-        self.swarm.write(conn, f"JOIN {ch}\r\n".encode())
+        self.swarm.write(conn, Message("JOIN", (ch,)).to_bytes())
 
     def on_join(self, conn: Conn) -> None:
         conn.state = "quitting"
-        self.swarm.write(conn, f"PRIVMSG {conn.channels[0]} :hello from {conn.nick}\r\nQUIT :bye\r\n".encode())
+        self.swarm.write(conn, Message("PRIVMSG", (conn.channels[0], f"hello from {conn.nick}")).to_bytes()
+                         + Message("QUIT", ("bye",)).to_bytes())
 
     def closed(self, conn: Conn, why: str | None) -> None:
         t = self.inflight.pop(conn, None)
