@@ -131,7 +131,7 @@ class IRCClient:
         verb = msg.command.upper()
         if verb == "PING":
             try:
-                self.send(Message("PONG", msg.params[-1:]).to_line())
+                self.send(Message("PONG", msg.params[-1:]))
             except IRCError:
                 return
         elif verb == "PRIVMSG":
