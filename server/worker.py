@@ -161,25 +161,28 @@ class Worker:
             batch.append(("L", time.time()))  # the bus hands it on: latency, seen by subscribers
             try:
                 bus.publish(self.index, batch)
-            except (EOFError, OSError, BrokenPipeError):
-                if self.running:
-                    log.error("publisher: lost the manager")
-                    os._exit(1)
+            except (EOFError, OSError):
+                self.lost_manager("publisher")
                 return
             except Exception:
                 log.exception("publisher: a batch of %d items failed", len(batch))
             finally:
                 self.publishing = False
 
+    def lost_manager(self, thread: str) -> None:
+        """The bus is gone: without it this worker can serve no one. Exit, so the
+        supervisor sees it (and stops the server, the manager being down)."""
+        if self.running:
+            log.error("%s: lost the manager", thread)
+            os._exit(1)
+
     def subscriber(self) -> None:
         bus: BusProxy = connect_bus(self.bus_address, self.authkey)
         while self.running:
             try:
                 batch = bus.fetch(self.index, 0.5)
-            except (EOFError, OSError, BrokenPipeError):
-                if self.running:
-                    log.error("subscriber: lost the manager")
-                    os._exit(1)
+            except (EOFError, OSError):
+                self.lost_manager("subscriber")
                 return
             except Exception:
                 log.exception("subscriber: fetch failed")
