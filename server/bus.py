@@ -65,14 +65,14 @@ class HistoryWriter(threading.Thread):
         self.max_per_target = max_per_target
         # A deque: appends (bus thread) and pops (writer) are atomic, so a row
         # appended while a flush is under way is kept for the next one.
-        self.rows: deque[tuple[str, str, float, str, str, str]] = deque()
+        self.rows: deque[tuple[int, str, str, float, str, str, str]] = deque()
         self.lock = threading.Lock()  # one flush at a time: rows reach the database in order
         self.wake = threading.Event()
         self.written = 0
         self.expire_every = expire_every
         self.last_expire = time.time()
 
-    def add(self, row: tuple[str, str, float, str, str, str]) -> None:
+    def add(self, row: tuple[int, str, str, float, str, str, str]) -> None:
         self.rows.append(row)
 
     def flush(self) -> None:
@@ -119,6 +119,8 @@ class Bus:
         self.registry.accounts = self.store.account_names()
         self.registry.registered = self.store.channels()
         self.registry.persist_channel = self._persist_channel
+        self.history_id = self.store.last_history_id()
+        self.registry.history_mark = lambda: self.history_id
         self.klines_path = Path(settings.get("data_dir", "data")) / klines.FILE
         self.registry.klines = klines.load(self.klines_path, time.time())
         self.history = HistoryWriter(self.store, float(settings.get("history_flush", 0.05)),
@@ -206,6 +208,11 @@ class Bus:
             self.space.notify_all()
             return n
 
+    def store_row(self, key: str, msgid: str, ts: float, kind: str, tags_full: bytes, body: bytes) -> None:
+        """Queue a history row; its id is its place in the bus order."""
+        self.history_id += 1
+        self.history.add((self.history_id, key, msgid, ts, kind, tags_full[1:-1].decode(), body[:-2].decode()))
+
     def flush_history(self) -> int:
         """Write all pending history now (shutdown); returns rows written so far."""
         self.history.flush()
@@ -290,7 +297,7 @@ class Bus:
                     self._inbox(worker).append(out)  # the sender's echo
                     self._touched.add(worker)
                 if ch.history and (kind != "T" or b";+" in tags_full):
-                    self.history.add((ch.key, msgid, ts, kind, tags_full[1:-1].decode(), body[:-2].decode()))
+                    self.store_row(ch.key, msgid, ts, kind, tags_full, body)
             else:
                 to = reg.nicks.get(target)
                 user = reg.users.get(to) if to is not None else None
@@ -305,7 +312,7 @@ class Bus:
                 if kind != "T" or b";+" in tags_full:
                     key = dm_key(reg.identity(sender), reg.identity(user)) if sender is not None else None
                     if key is not None:
-                        self.history.add((key, msgid, ts, kind, tags_full[1:-1].decode(), body[:-2].decode()))
+                        self.store_row(key, msgid, ts, kind, tags_full, body)
                 if user.away is not None and kind == "P":
                     self._inbox(worker).append(("X", sid, numerics.RPL_AWAY, (user.nick,), user.away))
                     self._touched.add(worker)

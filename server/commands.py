@@ -342,7 +342,7 @@ def join(s: Session, msg: Message) -> None:
         if info.get("history"):
             from .history import replay_on_join
 
-            replay_on_join(s, casefold(info["name"]), info["name"])
+            replay_on_join(s, casefold(info["name"]), info["name"], info["history_upto"])
 
 
 def names_replies(s: Session, info: dict[str, Any]) -> list[tuple[str, ...]]:

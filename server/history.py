@@ -68,13 +68,15 @@ def in_batch(s: Session, kind: str, params: tuple[str, ...], msgs: list[Message]
     return [Message("BATCH", ("+" + ref, kind, *params), src), *msgs, Message("BATCH", ("-" + ref,), src)]
 
 
-def replay_on_join(s: Session, key: str, name: str) -> None:
-    """The last lines of a channel for clients without chathistory."""
+def replay_on_join(s: Session, key: str, name: str, upto: int) -> None:
+    """The last lines of a channel for clients without chathistory: those from
+    before the JOIN (row ids up to ``upto``, the bus order at the join), so none
+    of them also arrives live."""
     n = s.config.history_replay_lines
     if n <= 0 or "draft/chathistory" in s.caps:
         return
     s.request("history_barrier")
-    rows = s.worker.get_store().history(key, limit=n)
+    rows = s.worker.get_store().history(key, before=upto + 1, limit=n)
     if rows:
         s.emit(in_batch(s, "chathistory", (name,), render(s, rows, None)))
 

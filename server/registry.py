@@ -99,6 +99,7 @@ class Registry:
         self.accounts: set[str] = set()
         self.registered: dict[str, dict[str, Any]] = {}
         self.persist_channel: Callable[[str, dict[str, Any] | None], None] = lambda key, info: None
+        self.history_mark: Callable[[], int] = lambda: 0  # id of the last history row, in bus order
         self.users: dict[int, User] = {}
         self.nicks: dict[str, int] = {}  # folded nick -> sid (registered or not)
         self.channels: dict[str, Channel] = {}
@@ -414,6 +415,7 @@ class Registry:
             "topic_at": ch.topic_at,
             "secret": "s" in ch.modes,
             "history": ch.history,
+            "history_upto": self.history_mark(),
             "modes": "".join(sorted(ch.modes)) + ("k" if ch.password is not None else "")
             + ("l" if ch.limit is not None else ""),
             "created": ch.created,

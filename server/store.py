@@ -165,15 +165,21 @@ class Store:
             self.conn.execute("DELETE FROM channel_access WHERE key=?", (key,))
 
     # -- history --------------------------------------------------------------
-    def append_history(self, rows: Sequence[tuple[str, str, float, str, str, str]]) -> None:
-        """Rows of (target, msgid, time, kind, tags, line), in order, one transaction."""
+    def last_history_id(self) -> int:
+        with self.lock:
+            return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()[0])
+
+    def append_history(self, rows: Sequence[tuple[int, str, str, float, str, str, str]]) -> None:
+        """Rows of (id, target, msgid, time, kind, tags, line), in order, one
+        transaction. The ids come from the bus: they are the bus order."""
         if not rows:
             return
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 self.conn.executemany(
-                    "INSERT OR IGNORE INTO history (target, msgid, time, kind, tags, line) VALUES (?,?,?,?,?,?)", rows)
+                    "INSERT OR IGNORE INTO history (id, target, msgid, time, kind, tags, line) VALUES (?,?,?,?,?,?,?)",
+                    rows)
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")

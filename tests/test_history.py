@@ -255,3 +255,19 @@ def test_labeled_response(server: Server) -> None:
     assert end
     c.send("@label=a1 AWAY")
     assert c.expect("305").tags["label"] == "a1"
+
+
+def test_regression_replay_on_join_never_repeats_live_messages(start_server) -> None:
+    """The replay used to read "the last N lines" a moment after the JOIN, so a
+    message that arrived live just after the join could come twice."""
+    server: Server = start_server(*EXEMPT, "--set", "history_replay_lines=50")
+    alice = server.client("alice")
+    alice.join("#race")
+    for round_ in range(5):
+        bob = server.client(f"bob{round_}")
+        alice.send("".join(f"PRIVMSG #race :{round_}-{i}\r\n" for i in range(60)).encode())
+        bob.send("JOIN #race")
+        bob.expect("366")
+        bob.sync()
+        texts = [m.params[1] for m in bob.drain() if m.verb == "PRIVMSG"]
+        assert len(texts) == len(set(texts)), f"repeated: {sorted(t for t in texts if texts.count(t) > 1)[:5]}"
