@@ -40,7 +40,14 @@ def bootstrap() -> None:
 
 
 def run(cmd: list[str]) -> int:
-    return subprocess.call(cmd, cwd=ROOT)
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the child too (same process group): let it shut
+            # down cleanly (subprocess.call would SIGKILL it here).
+            continue
 
 
 def main(argv: list[str]) -> int:
