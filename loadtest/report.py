@@ -33,6 +33,11 @@ def ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}x"
 
 
+def vs_ngircd(name: str, value: float | None, base: float | None) -> str:
+    """The "vs ngIRCd" cell: ngIRCd's own row is the 1.00x baseline."""
+    return "1.00x" if name == "ngircd" else ratio(value, base)
+
+
 def best_step(r: dict[str, Any], key: str, value: float) -> dict[str, Any] | None:
     for s in r.get("steps", []):
         if s.get(key) == value:
@@ -61,7 +66,7 @@ def traffic(results: list[dict[str, Any]], scenario: str) -> list[str]:
         top_txt = f"{top:,} (p99 {top_step['p99_ms']} ms)" if top_step else "-"
         lines.append(f"| {name} | {sat:,} | {r.get('saturation_rate_msgs', 0):,.0f} | "
                      f"{r.get('saturation_p99_ms', '-')} | {cpu(step)} | {top_txt} | "
-                     f"{'1.00x' if name == 'ngircd' else ratio(sat, base)} |")
+                     f"{vs_ngircd(name, sat, base)} |")
     return lines
 
 
@@ -79,7 +84,7 @@ def churn(results: list[dict[str, Any]]) -> list[str]:
                    f"{bad['skipped']} skipped, p99 {bad['cycle']['p99_ms']} ms") if bad else "none"
         lat = f"{step['cycle']['p50_ms']} / {step['cycle']['p99_ms']}" if step else "-"
         lines.append(f"| {name} | {sat:,} | {lat} | {cpu(step)} | {bad_txt} | "
-                     f"{'1.00x' if name == 'ngircd' else ratio(sat, base)} |")
+                     f"{vs_ngircd(name, sat, base)} |")
     return lines
 
 
@@ -94,7 +99,7 @@ def connections(results: list[dict[str, Any]]) -> list[str]:
         lines.append(f"| {name} | {r['held']:,} / {r['clients']:,} | {r['hold_s']:.0f} | "
                      f"{r['register']['p50_ms']} / {r['register']['p99_ms']} | {r.get('server_rss_mib', '-')} | "
                      f"{r.get('rss_per_conn_kib', '-')} | {u.get('server_cpu_pct', '-')}% / {u['gen_cpu_pct']}% | "
-                     f"{fails} | {'1.00x' if name == 'ngircd' else ratio(r['held'], base)} |")
+                     f"{fails} | {vs_ngircd(name, r['held'], base)} |")
     return lines
 
 

@@ -751,9 +751,6 @@ class Registry:
         u = self.users[sid]
         return u if u.registered else None
 
-    def count_registered(self) -> int:
-        return self.n_registered
-
     def lusers(self) -> dict[str, Any]:
         registered = self.n_registered
         return {

@@ -558,6 +558,7 @@ class Worker:
                 s.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        self.writer.stop()
         # Lines already read are accepted: let the publisher hand them to the bus.
         deadline = time.monotonic() + 2.0
         while (not self.outq.empty() or self.publishing) and time.monotonic() < deadline:

@@ -8,7 +8,7 @@ Tags follow IRCv3 message-tags, with their value escaping.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .errors import LocalProtocolError, MalformedMessage
@@ -154,8 +154,3 @@ def parse(line: str) -> Message:
 def build(command: str, *params: str, source: str | None = None, tags: Mapping[str, str] | None = None) -> Message:
     """Shorthand constructor: ``build("PRIVMSG", "#chan", "hi", source=prefix)``."""
     return Message(command, params, source, dict(tags) if tags else {})
-
-
-def lines(messages: Iterable[Message]) -> bytes:
-    """Several messages as one block of wire bytes."""
-    return b"".join(m.to_bytes() for m in messages)
