@@ -65,20 +65,22 @@ class HistoryWriter(threading.Thread):
         self.max_per_target = max_per_target
         # A deque: appends (bus thread) and pops (writer) are atomic, so a row
         # appended while a flush is under way is kept for the next one.
-        self.rows: deque[tuple[int, str, str, float, str, str, str]] = deque()
+        self.rows: deque[tuple[int, str, str, float, str, bytes, bytes]] = deque()
         self.lock = threading.Lock()  # one flush at a time: rows reach the database in order
         self.wake = threading.Event()
         self.written = 0
         self.expire_every = expire_every
         self.last_expire = time.time()
 
-    def add(self, row: tuple[int, str, str, float, str, str, str]) -> None:
+    def add(self, row: tuple[int, str, str, float, str, bytes, bytes]) -> None:
+        """(id, target, msgid, time, kind, b"@tags ", b"line\\r\\n"), as the bus saw them."""
         self.rows.append(row)
 
     def flush(self) -> None:
         with self.lock:
             pending = self.rows
-            rows = [pending.popleft() for _ in range(len(pending))]
+            rows = [(hid, key, msgid, ts, kind, tags[1:-1].decode(), line[:-2].decode())
+                    for hid, key, msgid, ts, kind, tags, line in (pending.popleft() for _ in range(len(pending)))]
             if rows:
                 self.store.append_history(rows)
                 self.written += len(rows)
@@ -211,7 +213,8 @@ class Bus:
     def store_row(self, key: str, msgid: str, ts: float, kind: str, tags_full: bytes, body: bytes) -> None:
         """Queue a history row; its id is its place in the bus order."""
         self.history_id += 1
-        self.history.add((self.history_id, key, msgid, ts, kind, tags_full[1:-1].decode(), body[:-2].decode()))
+        # kept as bytes here (inside the bus lock); the writer decodes them
+        self.history.add((self.history_id, key, msgid, ts, kind, tags_full, body))
 
     def flush_history(self) -> int:
         """Write all pending history now (shutdown); returns rows written so far."""
