@@ -88,6 +88,7 @@ class Config:
     # -- internals
     thread_stack_kib: int = 256
     bus_batch: int = 2000
+    bus_linger: float = 0.01  # seconds: at most one publish() and one fetch() per worker per this
     max_inbox: int = 100_000
     report_interval: float = 60.0
     # -- observability (docs/operations.md)

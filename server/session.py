@@ -190,14 +190,15 @@ class Session:
 
     # -- lifecycle ----------------------------------------------------------
     def close(self, reason: str) -> None:
-        """Ask the session to end: ``ERROR`` to the client, then the socket is shut
-        so the client thread wakes and cleans up. Safe from any thread."""
+        """Ask the session to end: ``ERROR`` to the client, then the socket's
+        reading side is shut so the client thread wakes and cleans up (it closes
+        the socket once the registry has forgotten the client). Safe from any thread."""
         if self.closing is not None:
             return
         self.closing = reason
         self.out.last_words(Message("ERROR", (f"Closing Link: {self.host} ({reason})",)).to_bytes())
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(socket.SHUT_RD)
         except OSError:
             pass
 

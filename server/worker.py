@@ -40,7 +40,7 @@ from .logs import setup_logging
 from .manager import BusProxy, connect_bus
 from .metrics import WorkerStats, exchange
 from .sendq import Writer
-from .session import Pending, Session, handle_client
+from .session import ConnectionGone, Pending, Session, handle_client
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,17 @@ class Worker:
     def end_session(self, session: Session, reason: str) -> None:
         """Last act of a client thread: forget the client everywhere."""
         session.closing = session.closing or reason
+        if not session.forgotten:
+            # Forget the client before its socket closes: once a client sees its
+            # connection end, its nick is free again (as after QUIT).
+            session.forgotten = True
+            if self.running:
+                try:
+                    session.request("disconnect", session.sid, reason, timeout=5.0)
+                except (ConnectionGone, RemoteProtocolError):
+                    pass
+            else:
+                self.publish(("r", session.sid, 0, "disconnect", (session.sid, reason)))
         session.out.close()
         try:
             session.sock.close()
@@ -127,8 +138,6 @@ class Worker:
         # a QUIT's text is the user's words: not logged
         log.info("client %s:%s (%s) left: %s", session.ip, session.port, session.nick,
                  "Quit" if reason.startswith("Quit:") else reason)
-        if not session.forgotten:
-            self.publish(("r", session.sid, 0, "disconnect", (session.sid, reason)))
         try:
             self.handoff.send(b"C" + session.ip.encode())
         except OSError:
@@ -142,11 +151,18 @@ class Worker:
         observe = self.stats.batch_size.observe
         get = self.outq.get
         get_nowait = self.outq.get_nowait
+        last = 0.0
         while self.running:
             try:
                 first = get(timeout=0.5)
             except queue.Empty:
                 continue
+            # At most one publish() per bus_linger: under load, what clients
+            # send meanwhile rides in the same batch (one round trip, one pickle).
+            wait = last + self.config.bus_linger - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            last = time.monotonic()
             batch = [first]
             self.publishing = True
             try:
@@ -178,7 +194,14 @@ class Worker:
 
     def subscriber(self) -> None:
         bus: BusProxy = connect_bus(self.bus_address, self.authkey)
+        last = 0.0
         while self.running:
+            # At most one fetch() per bus_linger: under load a batch then holds
+            # several lines for each client, and each client gets them in one send.
+            wait = last + self.config.bus_linger - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            last = time.monotonic()
             try:
                 batch = bus.fetch(self.index, 0.5)
             except (EOFError, OSError):
@@ -503,6 +526,10 @@ class Worker:
     def start_session(self, fd: int, ip: str, port: int, tls: bool = False) -> None:
         sock = socket.socket(fileno=fd)
         sock.setblocking(True)
+        try:  # chat lines are small and interactive: no Nagle delay behind a delayed ACK
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         if self.config.socket_sndbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.socket_sndbuf)
         if tls and self.tls_context is None:
