@@ -35,6 +35,9 @@ class ConnectionGone(Exception):
     """The session is closing; stop handling its input."""
 
 
+RECV_SIZE = 4096  # bytes per recv(); a longer line (tags) just takes a few
+
+
 class Pending:
     """A registry request waiting for its result from the subscriber."""
 
@@ -87,6 +90,9 @@ class Session:
         self.ping_sent: float | None = None
         self.closing: str | None = None
         self.forgotten = False  # the registry already dropped us (QUIT)
+        # One receive buffer for the client's life: recv(n) would allocate n bytes
+        # per call and shrink them, which fragments the heap of a busy worker.
+        self._rview = memoryview(bytearray(RECV_SIZE))
         # flood control (token bucket)
         self.flood_exempt = worker.is_flood_exempt(ip)
         self.tokens = float(self.config.flood_burst)
@@ -230,7 +236,7 @@ class Session:
                 if left <= 0:
                     raise TimeoutError
                 self.sock.settimeout(left)  # poll() inside: fine past FD_SETSIZE, unlike select()
-                data = self.sock.recv(16384)
+                data = self._recv()
                 if not data:
                     raise ConnectionGone("Connection closed during the TLS handshake")
             self.sock.settimeout(None)
@@ -241,11 +247,15 @@ class Session:
         except OSError as exc:
             raise ConnectionGone(f"Read error: {exc.strerror or exc}") from None
 
+    def _recv(self) -> bytes:
+        n = self.sock.recv_into(self._rview)
+        return bytes(self._rview[:n])
+
     def receive(self) -> bytes:
         """The next input from the client (plaintext); ``b""`` at the end.
         Raises OSError (or ConnectionGone for a broken TLS stream)."""
         if not self.tls:
-            return self.sock.recv(16384)
+            return self._recv()
         data: bytes | None = None  # first, records that came in with the handshake
         while True:
             try:
@@ -254,7 +264,7 @@ class Session:
                 raise ConnectionGone(f"TLS error: {exc.reason or exc}") from None
             if plain or closed or data == b"":
                 return plain
-            data = self.sock.recv(16384)
+            data = self._recv()
 
     def throttle(self, backlog: int) -> float:
         """Charge one line to the token bucket; return how long to hold it back.
