@@ -19,10 +19,10 @@ TARGETS="--workers=1 --workers=2 --workers=4"
 command -v ngircd >/dev/null 2>&1 || [ -x /usr/sbin/ngircd ] && TARGETS="$TARGETS --ngircd"
 for t in $TARGETS; do
   case $t in --ngircd) R="";; *) R=$ROOTARG;; esac
-  $B fanout $t $R --clients 1000 --senders 10 --rates 500,1000,1500,2000,3000,4000,5500 --duration 5 --out "$OUT"
+  $B fanout $t $R --clients 1000 --senders 10 --rates 500,1000,2000,3000,4000,5500,7000 --duration 5 --out "$OUT"
   $B rooms $t $R --clients 1000 --channels 100 \
-     --rates 2000,4000,6000,8000,12000,16000,24000,32000,45000 --duration 5 --out "$OUT"
-  $B churn $t $R --rates 250,500,750,1000,1500,2000,3000 --duration 5 --out "$OUT"
+     --rates 4000,8000,12000,16000,20000,24000,28000,32000,36000,40000,45000 --duration 5 --out "$OUT"
+  $B churn $t $R --rates 250,500,1000,1500,2000,2500,3000,4000,6000 --duration 5 --out "$OUT"
   case $t in
     --workers=4) $B connections $t $R --clients 50000 --ramp 600 --hold 60 --out "$OUT";;
     *) $B connections $t $R --clients 20000 --ramp 600 --hold 30 --out "$OUT";;
