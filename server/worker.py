@@ -127,7 +127,7 @@ class Worker:
                 except (ConnectionGone, RemoteProtocolError):
                     pass
             else:
-                self.publish(("r", session.sid, 0, "disconnect", (session.sid, reason)))
+                session.notify("disconnect", session.sid, reason)
         session.out.close()
         try:
             session.sock.close()
@@ -157,12 +157,8 @@ class Worker:
                 first = get(timeout=0.5)
             except queue.Empty:
                 continue
-            # At most one publish() per bus_linger: under load, what clients
-            # send meanwhile rides in the same batch (one round trip, one pickle).
-            wait = last + self.config.bus_linger - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            last = time.monotonic()
+            # what clients send meanwhile rides in the same batch (one round trip, one pickle)
+            last = self._linger(last)
             batch = [first]
             self.publishing = True
             try:
@@ -185,6 +181,14 @@ class Worker:
             finally:
                 self.publishing = False
 
+    def _linger(self, last: float) -> float:
+        """Pace a bus thread to at most one call per ``bus_linger``: sleep off what
+        is left of it since ``last`` (under load only); return the new ``last``."""
+        wait = last + self.config.bus_linger - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        return time.monotonic()
+
     def lost_manager(self, thread: str) -> None:
         """The bus is gone: without it this worker can serve no one. Exit, so the
         supervisor sees it (and stops the server, the manager being down)."""
@@ -196,12 +200,8 @@ class Worker:
         bus: BusProxy = connect_bus(self.bus_address, self.authkey)
         last = 0.0
         while self.running:
-            # At most one fetch() per bus_linger: under load a batch then holds
-            # several lines for each client, and each client gets them in one send.
-            wait = last + self.config.bus_linger - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            last = time.monotonic()
+            # a batch then holds several lines for each client, sent in one write
+            last = self._linger(last)
             try:
                 batch = bus.fetch(self.index, 0.5)
             except (EOFError, OSError):
