@@ -246,7 +246,10 @@ def test_worker_at_its_file_limit_refuses_instead_of_dying(start_server) -> None
         try:
             late.register("late")
             break
-        except AssertionError:
+        except (AssertionError, OSError):
+            # Still full: the server sent ERROR and closed, which the
+            # registration notices either as a missing 001 or as a write
+            # to a socket the server has already reset.
             late.close()
             assert time.monotonic() < deadline, "the slots never came back"
     late.send("PING :x")
