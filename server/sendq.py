@@ -36,7 +36,7 @@ class Output:
     """One client's socket output with its SendQ."""
 
     __slots__ = ("closed", "held", "held_len", "limit", "lock", "on_overflow", "pending", "pending_len", "sent_bytes",
-                 "sock", "tls", "writer")
+                 "sock", "tls", "watched", "writer")
 
     def __init__(self, sock: socket.socket, limit: int, writer: Writer, on_overflow: Callable[[], None],
                  tls: TLSState | None = None) -> None:
@@ -52,6 +52,7 @@ class Output:
         self.tls = tls
         self.held: list[bytes] = []  # TLS: plaintext written before the handshake completed
         self.held_len = 0
+        self.watched = False  # registered with the writer (changed under the writer's lock)
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` and send what the socket takes now, without blocking."""
@@ -206,13 +207,22 @@ class Writer(threading.Thread):
 
     def watch(self, out: Output) -> None:
         with self.lock:
+            if out.watched:
+                return
             try:
                 self.selector.register(out.sock, selectors.EVENT_WRITE, out)
             except (KeyError, ValueError, OSError):
-                return  # already watched, or closed meanwhile
+                return  # closed meanwhile
+            out.watched = True
 
     def forget(self, out: Output) -> None:
+        # Every client's end comes here. The flag spares the common case (never
+        # watched) a selector lookup, whose KeyError message would repr() the
+        # socket: two more system calls per session.
         with self.lock:
+            if not out.watched:
+                return
+            out.watched = False
             try:
                 key = self.selector.get_key(out.sock)
             except (KeyError, ValueError):
