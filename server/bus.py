@@ -69,6 +69,7 @@ class HistoryWriter(threading.Thread):
         self.lock = threading.Lock()  # one flush at a time: rows reach the database in order
         self.wake = threading.Event()
         self.written = 0
+        self.written_id = 0  # the id of the last row committed
         self.expire_every = expire_every
         self.last_expire = time.time()
 
@@ -84,6 +85,7 @@ class HistoryWriter(threading.Thread):
             if rows:
                 self.store.append_history(rows)
                 self.written += len(rows)
+                self.written_id = rows[-1][0]
 
     def run(self) -> None:
         while True:
@@ -122,6 +124,8 @@ class Bus:
         self.registry.registered = self.store.channels()
         self.registry.persist_channel = self._persist_channel
         self.history_id = self.store.last_history_id()
+        # channel key -> id of its newest history row, while that row may be unwritten
+        self.history_last: dict[str, int] = {}
         self.registry.history_mark = lambda: self.history_id
         self.klines_path = Path(settings.get("data_dir", "data")) / klines.FILE
         self.registry.klines = klines.load(self.klines_path, time.time())
@@ -216,6 +220,22 @@ class Bus:
         # kept as bytes here (inside the bus lock); the writer decodes them
         self.history.add((self.history_id, key, msgid, ts, kind, tags_full, body))
 
+    def _note_channel_row(self, key: str) -> None:
+        last = self.history_last
+        last[key] = self.history_id
+        if len(last) > 10_000:  # forget channels whose rows are all written
+            done = self.history.written_id
+            for k in [k for k, v in last.items() if v <= done]:
+                del last[k]
+
+    def _history_ready(self, key: str) -> None:
+        """Make a channel's history readable up to now (a joiner's replay reads
+        it next). Flushes only when a row of that channel is still unwritten, so
+        most joins cost nothing here and none needs a separate barrier request."""
+        last = self.history_last.pop(key, 0)
+        if last > self.history.written_id:
+            self.history.flush()
+
     def flush_history(self) -> int:
         """Write all pending history now (shutdown); returns rows written so far."""
         self.history.flush()
@@ -260,6 +280,8 @@ class Bus:
                 raise ValueError(f"unknown registry operation {op!r}")
             else:
                 result = ("ok", getattr(self.registry, op)(*args))
+                if op == "join" and result[1] is not None and result[1]["history"]:
+                    self._history_ready(result[1]["key"])
         except RemoteProtocolError as exc:
             result = ("err", exc.numeric, exc.params, exc.text)
         except KeyError:
@@ -301,6 +323,7 @@ class Bus:
                     self._touched.add(worker)
                 if ch.history and (kind != "T" or b";+" in tags_full):
                     self.store_row(ch.key, msgid, ts, kind, tags_full, body)
+                    self._note_channel_row(ch.key)
             else:
                 to = reg.nicks.get(target)
                 user = reg.users.get(to) if to is not None else None

@@ -71,11 +71,11 @@ def in_batch(s: Session, kind: str, params: tuple[str, ...], msgs: list[Message]
 def replay_on_join(s: Session, key: str, name: str, upto: int) -> None:
     """The last lines of a channel for clients without chathistory: those from
     before the JOIN (row ids up to ``upto``, the bus order at the join), so none
-    of them also arrives live."""
+    of them also arrives live. The bus made them readable before it answered
+    the join, so no barrier request is needed here."""
     n = s.config.history_replay_lines
     if n <= 0 or "draft/chathistory" in s.caps:
         return
-    s.request("history_barrier")
     rows = s.worker.get_store().history(key, before=upto + 1, limit=n)
     if rows:
         s.emit(in_batch(s, "chathistory", (name,), render(s, rows, None)))

@@ -410,6 +410,7 @@ class Registry:
     def channel_info(self, ch: Channel) -> dict[str, Any]:
         return {
             "name": ch.name,
+            "key": ch.key,
             "topic": ch.topic,
             "topic_by": ch.topic_by,
             "topic_at": ch.topic_at,

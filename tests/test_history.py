@@ -206,6 +206,31 @@ def test_replay_on_join_for_plain_clients(start_server) -> None:
     assert [plain.expect("PRIVMSG").params[1] for _ in range(3)] == ["two", "three", "four"]
 
 
+def test_replay_on_join_sees_rows_the_writer_has_not_written_yet(start_server) -> None:
+    """The join itself makes the channel's pending rows readable: with a writer
+    that would wait an hour, the joiner still gets the lines just spoken, once
+    each, and a channel with nothing pending still replays."""
+    server: Server = start_server(*EXEMPT, "--set", "history_replay_lines=5", "--set", "history_flush=3600")
+    alice = server.client("alice")
+    alice.join("#fresh")
+    alice.join("#other")
+    helper = server.client("helper")
+    helper.join("#fresh")
+    helper.join("#other")
+    talk(alice, "#fresh", ["a", "b", "c"], helper)
+    talk(alice, "#other", ["x"], helper)
+    for n in range(2):
+        late = server.client(f"late{n}")
+        late.join("#fresh")
+        late.sync()
+        assert [m.params[1] for m in late.drain() if m.verb == "PRIVMSG"] == ["a", "b", "c"]
+    talk(alice, "#fresh", ["d"], helper)
+    last = server.client("last")
+    last.join("#fresh")
+    last.sync()
+    assert [m.params[1] for m in last.drain() if m.verb == "PRIVMSG"] == ["a", "b", "c", "d"]
+
+
 def test_replay_off_and_history_switch(start_server) -> None:
     server: Server = start_server(*EXEMPT, "--set", "history_replay_lines=0")
     alice = server.client("alice")
