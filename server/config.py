@@ -87,6 +87,7 @@ class Config:
     chathistory_max: int = 100
     # -- internals
     thread_stack_kib: int = 256
+    thread_keep: float = 10.0  # seconds a client thread whose client left waits to serve the next
     bus_batch: int = 2000
     bus_linger: float = 0.01  # seconds: at most one publish() and one fetch() per worker per this
     max_inbox: int = 100_000

@@ -42,6 +42,7 @@ from .metrics import WorkerStats, exchange
 from .sendq import Writer
 from .session import ConnectionGone, Pending, Session, handle_client
 from .store import Store
+from .threads import ClientThreads
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Worker:
         self.channels: dict[str, dict[int, Session]] = {}
         self.channel_names: dict[str, str] = {}
         self.writer = Writer()
+        self.threads = ClientThreads(config.thread_keep)
         self.running = True
         self.publishing = False
         self._store: Store | None = None
@@ -540,9 +542,8 @@ class Worker:
         session = Session(self, sock, self.new_sid(), ip, port, self.tls_context if tls else None)
         self.sessions[session.sid] = session
         log.info("client %s:%d connected", ip, port)
-        thread = threading.Thread(target=handle_client, args=(session,), name=f"client-{port}", daemon=True)
         try:
-            thread.start()
+            self.threads.run(handle_client, session, f"client-{port}")
         except RuntimeError:
             log.error("worker %d: cannot start a thread for %s", self.index, ip)
             self.sessions.pop(session.sid, None)
@@ -564,6 +565,7 @@ class Worker:
             log.error("worker %d: configuration not reloaded: %s", self.index, exc)
             return
         self.config = new
+        self.threads.keep = new.thread_keep
         self._flood_exempt = new.networks("flood_exempt")
         setup_logging(new, f"worker-{self.index}")
         for s in list(self.sessions.values()):

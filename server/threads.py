@@ -1,0 +1,81 @@
+"""Client threads that outlive their client for a moment, to serve the next one.
+
+Every client still has a thread of its own for as long as it is connected. A
+thread whose client left waits up to ``keep`` seconds for the next one before
+it ends, so a server under connection churn does not pay for a new thread
+(``clone``, a stack ``mmap`` and ``munmap``, and ``Thread.start()``'s wait for
+the new thread to run) on every connection. The most recently idle thread is
+reused first, so surplus threads are the ones that time out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class _Slot:
+    """One idle thread's hand-off: a job and a lock used as a binary semaphore."""
+
+    __slots__ = ("job", "ready")
+
+    def __init__(self) -> None:
+        self.job: tuple[Callable[[Any], None], Any, str] | None = None
+        self.ready = threading.Lock()
+        self.ready.acquire()
+
+
+class ClientThreads:
+    def __init__(self, keep: float, prefix: str = "client") -> None:
+        self.keep = keep
+        self.prefix = prefix
+        self.lock = threading.Lock()
+        self.idle: dict[_Slot, None] = {}  # insertion order: the last one is the newest
+        self.started = 0  # threads created, for tests and STATS
+        self.reused = 0
+
+    def run(self, fn: Callable[[Any], None], arg: Any, name: str) -> None:
+        """Run ``fn(arg)`` on an idle thread, else on a new one (which may raise
+        ``RuntimeError`` when the process cannot start another thread)."""
+        with self.lock:
+            slot = self.idle.popitem()[0] if self.idle else None
+            if slot is not None:
+                self.reused += 1
+        if slot is not None:
+            slot.job = (fn, arg, name)
+            slot.ready.release()
+            return
+        thread = threading.Thread(target=self._serve, args=((fn, arg, name),), name=name, daemon=True)
+        thread.start()
+        with self.lock:
+            self.started += 1
+
+    def _serve(self, job: tuple[Callable[[Any], None], Any, str]) -> None:
+        slot = _Slot()
+        me = threading.current_thread()
+        while True:
+            fn, arg, me.name = job
+            try:
+                fn(arg)
+            except Exception:  # fn cleans up after itself; this only keeps the thread alive
+                log.exception("client thread: unhandled error")
+            del fn, arg, job  # the finished client must not stay referenced from here
+            with self.lock:
+                self.idle[slot] = None
+            if not slot.ready.acquire(timeout=max(self.keep, 0.0)):
+                with self.lock:
+                    if slot in self.idle:
+                        del self.idle[slot]
+                        return  # still idle: nobody will hand this thread a client
+                # Taken at the last moment: the job is on its way.
+                slot.ready.acquire()
+            assert slot.job is not None
+            job, slot.job = slot.job, None
+
+    def idle_count(self) -> int:
+        with self.lock:
+            return len(self.idle)
