@@ -149,7 +149,9 @@ BAD_LOG = re.compile(r"Traceback|Exception in thread|^\S+ \S+ (ERROR|CRITICAL) "
 
 
 def test_fuzz_many_clients_random_and_mutated_input(start_server) -> None:
-    server: Server = start_server("--set", "flood_exempt=127.0.0.0/8", "--set", "registration_timeout=20")
+    # thread_keep: idle client threads end soon, so the thread count can settle
+    server: Server = start_server("--set", "flood_exempt=127.0.0.0/8", "--set", "registration_timeout=20",
+                                  "--set", "thread_keep=0.5")
     alice = server.client("alice", caps=("echo-message",))
     bob = server.client("bob")
     assert server.worker_of("alice") != server.worker_of("bob")

@@ -23,7 +23,7 @@ def raise_nofile() -> None:
 
 def test_slowloris_does_not_starve_real_users(start_server) -> None:
     raise_nofile()
-    server: Server = start_server("--set", "registration_timeout=60")
+    server: Server = start_server("--set", "registration_timeout=60", "--set", "thread_keep=0.5")
     idle_from = [f"127.0.0.{i}" for i in range(2, 42)]
     alice = server.client("alice")
     bob = server.client("bob")
@@ -107,7 +107,10 @@ def test_half_closed_client_gets_its_answers(server: Server) -> None:
     server.client("half")  # the nick is free again
 
 
-def test_clients_vanishing_mid_handshake(server: Server) -> None:
+def test_clients_vanishing_mid_handshake(start_server) -> None:
+    # Idle client threads wait thread_keep for the next client: short here, so
+    # the thread count comes back to the baseline soon after the clients left.
+    server: Server = start_server("--set", "thread_keep=0.5")
     server.client("warm0")
     server.client("warm1")  # one on each worker: what a first client opens is in the baseline
     before = usage(server)
