@@ -39,17 +39,26 @@ RECV_SIZE = 4096  # bytes per recv(); a longer line (tags) just takes a few
 
 
 class Pending:
-    """A registry request waiting for its result from the subscriber."""
+    """A registry request waiting for its result from the subscriber.
 
-    __slots__ = ("event", "result")
+    A lock held from the start is the one-shot signal: the waiter's
+    ``acquire`` returns once the subscriber releases it. Cheaper than an
+    ``Event`` (whose wait and set each go through a ``Condition`` in Python),
+    and every client thread waits on a few of these per connection."""
+
+    __slots__ = ("done", "result")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
         self.result: tuple[Any, ...] = ("timeout",)
 
     def resolve(self, result: tuple[Any, ...]) -> None:
         self.result = result
-        self.event.set()
+        self.done.release()  # once: the subscriber pops the token before resolving it
+
+    def wait(self, timeout: float) -> bool:
+        return self.done.acquire(timeout=timeout)
 
 
 class Session:
@@ -180,7 +189,7 @@ class Session:
         pending = Pending()
         self.worker.pending[token] = pending
         self.worker.publish(("r", self.sid, token, op, args))
-        if not pending.event.wait(timeout):
+        if not pending.wait(timeout):
             self.worker.pending.pop(token, None)
             raise ConnectionGone("the registry did not answer")
         result = pending.result
