@@ -21,7 +21,7 @@ _UNESCAPE_RE = re.compile(r"\\(.?)", re.DOTALL)
 _COMMAND_RE = re.compile(r"[A-Za-z]+|[0-9]{3}")
 # A tag key: optional client prefix '+', optional vendor ending in '/', then the name.
 _TAG_KEY_RE = re.compile(r"\+?(?:[A-Za-z0-9.-]+/)?[A-Za-z0-9-]+")
-_FORBIDDEN = ("\r", "\n", "\0")
+_FORBIDDEN_RE = re.compile("[\r\n\0]")
 
 
 def unescape_tag_value(value: str) -> str:
@@ -93,14 +93,16 @@ class Message:
         if self.tags:
             out.append("@" + format_tags(self.tags))
         if self.source is not None:
-            if not self.source or " " in self.source or any(c in self.source for c in _FORBIDDEN):
+            if not self.source or " " in self.source or _FORBIDDEN_RE.search(self.source):
                 raise LocalProtocolError(f"invalid source {self.source!r}")
             out.append(":" + self.source)
         out.append(self.command)
-        last = len(self.params) - 1
-        for i, param in enumerate(self.params):
-            if any(c in param for c in _FORBIDDEN):
-                raise LocalProtocolError("CR, LF or NUL in a parameter")
+        params = self.params
+        # one scan of all parameters (with a separator that is not forbidden)
+        if params and _FORBIDDEN_RE.search(" ".join(params)):
+            raise LocalProtocolError("CR, LF or NUL in a parameter")
+        last = len(params) - 1
+        for i, param in enumerate(params):
             if i == last:
                 if not param or " " in param or param[0] == ":":
                     param = ":" + param
