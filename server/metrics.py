@@ -122,6 +122,7 @@ def worker_snapshot(worker: Worker) -> dict[str, Any]:
         "index": worker.index,
         "time": time.time(),
         "sessions": len(worker.sessions),
+        "idle_threads": worker.threads.idle_count(),
         "local_channels": len(worker.channels),
         "messages_in": {MESSAGE_KINDS[k]: v for k, v in st.messages_in.items()},
         "deliveries": {"message": worker.deliveries, "event": worker.event_deliveries},
@@ -238,6 +239,7 @@ class Aggregator:
                 "started": self.started,
                 "connections": sum(sessions.values()),
                 "worker_connections": sessions,
+                "idle_threads": sum(s.get("idle_threads", 0) for s in self.workers.values()),
                 "counters": totals,
                 "histograms": hists,
                 "restarts": dict(self.restarts),
@@ -306,6 +308,9 @@ class Collector:
         yield gauge("chatroom_connections", "Client connections held by the workers", v["connections"])
         yield gauge("chatroom_worker_connections", "Client connections held by each worker", labels=["worker"],
                     rows=[([str(i)], n) for i, n in sorted(v["worker_connections"].items())])
+        yield gauge("chatroom_idle_client_threads",
+                    "Client threads whose client left, waiting thread_keep seconds for the next one",
+                    v["idle_threads"])
         yield gauge("chatroom_users", "Registered users (the registry's count)", bus.get("users", 0))
         yield gauge("chatroom_channels", "Channels that exist", bus.get("channels", 0))
         acc = v["acceptor"]
