@@ -187,6 +187,16 @@ def nick(s: Session, msg: Message) -> None:
     if s.registered and (wait := s.nick_change_wait()):
         # ERR_NICKTOOFAST (438): not in Modern IRC, but what ratbox/solanum send and clients show
         raise RemoteProtocolError("438", new, text=f"Nick change too fast. Please wait {wait} seconds")
+    if not s.registered and not msg.tags:
+        # Claimed together with the registration when USER comes next in the
+        # same read (one registry request instead of two), else before
+        # anything else is handled (see flush_nick).
+        s.nick_pending = new
+        return
+    _claim_nick(s, new)
+
+
+def _claim_nick(s: Session, new: str) -> None:
     _, _, protected = s.request("claim_nick", s.sid, new)
     s.nick = new
     s.nick_claimed = True
@@ -196,6 +206,18 @@ def nick(s: Session, msg: Message) -> None:
         from .accounts import protect_nick
 
         protect_nick(s, protected)
+
+
+def flush_nick(s: Session) -> None:
+    """Claim a nick that NICK left pending: before any command but USER, and
+    before the client's thread waits for more input."""
+    new, s.nick_pending = s.nick_pending, None
+    if new is None:
+        return
+    try:
+        _claim_nick(s, new)
+    except RemoteProtocolError as exc:
+        s.error(exc)
 
 
 @command("USER", 4, pre_registration=True)
@@ -211,21 +233,30 @@ def user(s: Session, msg: Message) -> None:
 
 
 def try_register(s: Session) -> None:
-    if s.registered or not s.nick_claimed or not s.user or s.cap_negotiating:
+    if s.registered or not s.user or s.cap_negotiating:
+        return
+    pending = s.nick_pending
+    if not s.nick_claimed and pending is None:
         return
     cfg = s.config
     if cfg.password and s.password != cfg.password:
         s.numeric(N.ERR_PASSWDMISMATCH, "Password incorrect")
         s.close("Bad password")
         return
+    s.nick_pending = None
     try:
-        lusers_data = s.request("register", s.sid, s.user, s.realname, time.time(), s.account)
+        # with a pending nick, the registry claims it first (433 if taken)
+        lusers_data = s.request("register", s.sid, s.user, s.realname, time.time(), s.account, pending)
     except RemoteProtocolError as exc:
         if exc.numeric == N.ERR_YOUREBANNEDCREEP:
+            if pending is not None:
+                s.nick, s.nick_claimed = pending, True
             s.error(exc)
             s.close(exc.text)
             return
         raise
+    if pending is not None:
+        s.nick, s.nick_claimed = pending, True
     s.registered = True
     s.caps_changed()
     log.info("client %s:%d registered as %s", s.ip, s.port, s.nick)

@@ -140,8 +140,12 @@ class Registry:
         """Whether ``u`` uses a registered nick without being logged in to it."""
         return u.fold in self.accounts and (u.account is None or self.fold(u.account) != u.fold)
 
-    def register(self, sid: int, user: str, realname: str, now: float, account: str | None = None
-                 ) -> dict[str, Any]:
+    def register(self, sid: int, user: str, realname: str, now: float, account: str | None = None,
+                 nick: str | None = None) -> dict[str, Any]:
+        """Complete a registration; with ``nick``, claim it first (NICK and USER
+        that arrived together cost one request)."""
+        if nick is not None:
+            self.claim_nick(sid, nick)
         u = self.users[sid]
         u.user, u.realname, u.account = user, realname, account
         ban = self.kline_for(u, now)

@@ -82,6 +82,7 @@ class Session:
         self.realname = ""
         self.password: str | None = None
         self.nick_claimed = False
+        self.nick_pending: str | None = None  # NICK before registration, not claimed yet
         self.registered = False
         self.cap_negotiating = False
         self.cap_version = 0
@@ -301,7 +302,7 @@ class Session:
 
 def handle_client(session: Session) -> None:
     """The client's thread: read, parse, act; clean up however it ends."""
-    from .commands import dispatch
+    from .commands import dispatch, flush_nick
 
     worker = session.worker
     reason = "Connection closed"
@@ -336,9 +337,13 @@ def handle_client(session: Session) -> None:
                 if isinstance(item, RemoteProtocolError):
                     session.error(item)
                     continue
+                if session.nick_pending is not None and item.verb != "USER":
+                    flush_nick(session)
                 dispatch(session, item)
                 if session.closing is not None:
                     break
+            if session.nick_pending is not None and session.closing is None:
+                flush_nick(session)
     except ConnectionGone as exc:
         reason = str(exc)
         session.close(reason)

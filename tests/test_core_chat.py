@@ -102,6 +102,33 @@ def test_nick_collision_across_workers(server: Server) -> None:
     assert third.expect("433")
 
 
+def test_nick_and_user_in_one_write_register_in_one_step_or_get_433(server: Server) -> None:
+    """NICK then USER in one read are claimed and registered by one registry
+    request; a taken nick still gets 433 and the client can pick another."""
+    server.client("alice")
+    taken = server.client()
+    taken.send(b"NICK alice\r\nUSER x 0 * :x\r\n")
+    err = taken.expect("433")
+    assert err.params[:2] == ("*", "alice")
+    taken.send("NICK alice_")
+    assert taken.expect("001").params[0] == "alice_"
+    fresh = server.client()
+    fresh.send(b"NICK bob\r\nUSER b 0 * :Bob\r\n")
+    assert fresh.expect("001").params[0] == "bob"
+    fresh.expect("376|422")
+    # A NICK with no USER after it is claimed before the thread waits again.
+    half = server.client()
+    half.send(b"NICK carol\r\nPING :p\r\n")
+    half.expect("PONG")
+    rival = server.client()
+    rival.send("NICK carol")
+    assert rival.expect("433").params[1] == "carol"
+    half.send("USER c 0 * :Carol")
+    assert half.expect("001").params[0] == "carol"
+    taken.send("WHOIS bob")
+    assert taken.expect("311").params[1] == "bob"
+
+
 def test_join_several_channels_with_keys_and_join_zero(server: Server) -> None:
     alice = server.client("alice")
     alice.send("JOIN #one,#two,#three")
