@@ -63,6 +63,8 @@ def command(verb: str, min_params: int = 0, pre_registration: bool = False) -> C
 
 def dispatch(s: Session, msg: Message) -> None:
     verb = msg.verb
+    if s.nick_pending is not None and verb != "USER":
+        flush_nick(s)  # a NICK waits for the USER after it, and for nothing else
     cmd = COMMANDS.get(verb)
     try:
         if cmd is None:
@@ -244,19 +246,20 @@ def try_register(s: Session) -> None:
         s.close("Bad password")
         return
     s.nick_pending = None
+    banned: RemoteProtocolError | None = None
     try:
         # with a pending nick, the registry claims it first (433 if taken)
         lusers_data = s.request("register", s.sid, s.user, s.realname, time.time(), s.account, pending)
     except RemoteProtocolError as exc:
-        if exc.numeric == N.ERR_YOUREBANNEDCREEP:
-            if pending is not None:
-                s.nick, s.nick_claimed = pending, True
-            s.error(exc)
-            s.close(exc.text)
-            return
-        raise
+        if exc.numeric != N.ERR_YOUREBANNEDCREEP:
+            raise
+        banned = exc  # the nick was claimed before the ban was found
     if pending is not None:
         s.nick, s.nick_claimed = pending, True
+    if banned is not None:
+        s.error(banned)
+        s.close(banned.text)
+        return
     s.registered = True
     s.caps_changed()
     log.info("client %s:%d registered as %s", s.ip, s.port, s.nick)

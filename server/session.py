@@ -337,13 +337,11 @@ def handle_client(session: Session) -> None:
                 if isinstance(item, RemoteProtocolError):
                     session.error(item)
                     continue
-                if session.nick_pending is not None and item.verb != "USER":
-                    flush_nick(session)
                 dispatch(session, item)
                 if session.closing is not None:
                     break
             if session.nick_pending is not None and session.closing is None:
-                flush_nick(session)
+                flush_nick(session)  # before this thread waits for more input
     except ConnectionGone as exc:
         reason = str(exc)
         session.close(reason)
