@@ -84,8 +84,11 @@ def test_nick_change_rate_limit(start_server) -> None:
     alice.send("NICK alice4")
     err = alice.expect("438")
     assert err.params[1] == "alice4" and "too fast" in err.params[-1]
-    bob.sync()
-    assert [m.params[0] for m in bob.drain() if m.verb == "NICK"] == ["alice2", "alice3"]
+    # A line through the bus after the refused change: bob has every NICK before it
+    # (a PING to bob's own worker would not wait for the bus).
+    alice.send("PRIVMSG #n :after")
+    bob.expect(lambda m: m.verb == "PRIVMSG" and m.params[1] == "after")
+    assert [m.params[0] for m in bob.seen if m.verb == "NICK"] == ["alice2", "alice3"]
 
 
 def test_channel_target_and_list_limits_answer(start_server) -> None:
