@@ -15,7 +15,7 @@ if __package__ in (None, ""):
 
 
 def main() -> None:
-    from server.supervisor import main as run
+    from server.process.supervisor import main as run
 
     raise SystemExit(run())
 

@@ -132,7 +132,7 @@ def test_nick_protection_renames_after_grace(start_server) -> None:
 
 
 def test_registration_limited_to_operators(start_server, tmp_path: Path) -> None:
-    from server.passwords import hash_password
+    from server.ops.passwords import hash_password
 
     conf = tmp_path / "closed.toml"
     conf.write_text(f'account_registration = "opers"\n[[oper]]\nname = "admin"\npassword = "{hash_password("pw")}"\n')

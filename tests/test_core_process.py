@@ -72,7 +72,7 @@ def test_sighup_reloads_the_motd(start_server, tmp_path: Path) -> None:
 
 
 def test_config_precedence(tmp_path: Path) -> None:
-    from server import config
+    from server.ops import config
 
     conf = tmp_path / "c.toml"
     conf.write_text('port = 7001\nworkers = 3\nnetwork = "FromFile"\n')

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.passwords import hash_password
+from server.ops.passwords import hash_password
 from tests.conftest import ROOT, Server
 from tests.ircclient import IRCClient
 
@@ -234,8 +234,8 @@ def test_stats_for_operators_and_481_for_others(opserver: Server) -> None:
 
 def test_stats_lines_from_a_report() -> None:
     """The data path without a server: a report as the supervisor sends it."""
-    from server.metrics import Aggregator, report_for_workers
-    from server.stats import stats_lines
+    from server.irc.stats import stats_lines
+    from server.ops.metrics import Aggregator, report_for_workers
 
     agg = Aggregator()
     agg.update_worker({"index": 0, "time": 0.0, "sessions": 4, "local_channels": 1,
@@ -266,7 +266,7 @@ def test_stats_lines_from_a_report() -> None:
 def test_resource_line_in_the_log(start_server: Callable[..., Server]) -> None:
     server = start_server("--set", "report_interval=1")
     c = server.client("watched")
-    server.wait_log(r".*\[supervisor\] server\.supervisor: resources: 1 connections, 1 users, 0 channels; "
+    server.wait_log(r".*\[supervisor\] server\.process\.supervisor: resources: 1 connections, 1 users, 0 channels; "
                     r"msgs in [\d.]+/s, deliveries [\d.]+/s, inbox depth \d+; cpu \d+% rss \d+ MiB threads \d+ "
                     r"fds \d+; load [\d.]+ mem \d+%; supervisor=.* acceptor=.* manager=.* worker-0=.* worker-1=.*")
     c.send("QUIT")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.passwords import hash_password, verify_password
+from server.ops.passwords import hash_password, verify_password
 from tests.conftest import Server
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from server.registry import Registry
+from server.state.registry import Registry
 
 
 def scan(reg: Registry) -> tuple[int, int, int]:

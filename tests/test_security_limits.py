@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from server.passwords import hash_password
+from server.ops.passwords import hash_password
 from tests.conftest import Server
 from tests.ircclient import IRCClient
 

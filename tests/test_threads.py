@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from server.threads import ClientThreads
+from server.process.threads import ClientThreads
 
 
 def _until(cond, timeout: float = 5.0) -> None:

@@ -8,6 +8,7 @@ Standard library only: no sockets, threads or clocks. Modules:
 * :mod:`.casemap`  -- casemapping, nick and channel validation
 * :mod:`.hostmask` -- ``nick!user@host`` splitting, wildcard masks, hostnames
 * :mod:`.numerics` -- numeric replies by their Modern IRC names
+* :mod:`.numbers`  -- ``parse_int``: the one parser for numbers in parameters
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .errors import (
 from .framing import MAX_BODY, MAX_TAGS, Decoder
 from .hostmask import Hostmask, is_valid_hostname, mask_match, normalize_mask, split_userhost
 from .message import Message, build, escape_tag_value, format_tags, parse, unescape_tag_value
+from .numbers import parse_int
 
 __all__ = [
     "MAX_BODY",
@@ -51,6 +53,7 @@ __all__ = [
     "normalize_mask",
     "numerics",
     "parse",
+    "parse_int",
     "split_userhost",
     "unescape_tag_value",
 ]

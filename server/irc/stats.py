@@ -21,13 +21,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from server.irc.commands import command
 from server.protocol import Message, RemoteProtocolError
 from server.protocol import numerics as N
 
-from .commands import command
-
 if TYPE_CHECKING:
-    from .session import Session
+    from server.process.session import Session
 
 RPL_STATSDEBUG = "249"
 LETTERS = "pscu"

@@ -3,7 +3,7 @@
 A TLS session runs OpenSSL over memory BIOs (:class:`ssl.SSLObject`), not an
 ``SSLSocket``: the client thread reads ciphertext from the socket and feeds it in;
 every writer (the subscriber, the client thread, the timer) encrypts into bytes
-that then take the plain output path (:mod:`server.sendq`: ``MSG_DONTWAIT``
+that then take the plain output path (:mod:`server.process.sendq`: ``MSG_DONTWAIT``
 sends, the SendQ, the writer thread). An OpenSSL ``SSL`` object must not be
 used by two threads at once, not even ``SSL_read`` against ``SSL_write``
 (openssl/openssl#20446), so every call on a :class:`TLSState` happens under
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ssl
 
-from .config import Config
+from server.ops.config import Config
 
 
 class TLSConfigError(Exception):

@@ -7,7 +7,7 @@ left to the :class:`Writer`, which watches writability with ``selectors``. A
 client whose SendQ passes its limit is told ``ERROR :SendQ exceeded`` and cut
 off: a reader that stalls never delays anyone else.
 
-A TLS client's ``Output`` also owns its :class:`~server.tls.TLSState`: plaintext
+A TLS client's ``Output`` also owns its :class:`~server.ops.tls.TLSState`: plaintext
 is encrypted under the output lock (which serializes every use of the OpenSSL
 object, reads included) and the records take the same path as plain bytes.
 Until the handshake completes, plaintext is held back (still counted against
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .tls import TLSState
+    from server.ops.tls import TLSState
 
 log = logging.getLogger(__name__)
 

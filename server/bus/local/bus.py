@@ -1,6 +1,6 @@
 """The pub channel: one ordered stream of events, routed to per-worker inboxes.
 
-A :class:`Bus` lives in the manager process (see :mod:`server.manager`). Each
+A :class:`Bus` lives in the manager process (see :mod:`server.bus.local.manager`). Each
 worker's publisher thread hands it a *batch* of items in one ``publish()`` call;
 the bus applies them in order under one lock, which is what gives every channel
 one order on every worker, and appends what each worker must see to that
@@ -18,7 +18,7 @@ Items a worker publishes:
 
 Items a worker receives: ``D`` (channel delivery), ``U`` (private delivery),
 ``X`` (an error for one client), ``R`` (a result), and the state events the
-:class:`~server.registry.Registry` emits (``J``, ``P``, ``Q``, ``N``, ``T``...).
+:class:`~server.state.registry.Registry` emits (``J``, ``P``, ``Q``, ``N``, ``T``...).
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from server.protocol import RemoteProtocolError, numerics
-
-from . import klines
-from .registry import Registry
-from .store import Store, dm_key
+from server.state import klines
+from server.state.registry import Registry
+from server.state.store import Store, dm_key
 
 log = logging.getLogger(__name__)
 

@@ -27,17 +27,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import config as config_mod
-from .acceptor import run_acceptor
-from .config import Config
-from .logs import setup_logging
-from .manager import ChatManager, _init_bus
-from .metrics import ACCEPTOR_SLOTS, HEARTBEAT_STALE, Aggregator, MetricsServer, report_for_workers
-from .resources import process_usage, raise_fd_limit, summary, system_usage, thread_capacity
-from .tls import TLSConfigError, context_from
-from .worker import BOOT_ERROR, run_worker
+from server.bus.local.manager import ChatManager, _init_bus
+from server.ops import config as config_mod
+from server.ops.config import Config
+from server.ops.logs import setup_logging
+from server.ops.metrics import ACCEPTOR_SLOTS, HEARTBEAT_STALE, Aggregator, MetricsServer, report_for_workers
+from server.ops.resources import process_usage, raise_fd_limit, summary, system_usage, thread_capacity
+from server.ops.tls import TLSConfigError, context_from
+from server.process.acceptor import run_acceptor
+from server.process.worker import BOOT_ERROR, run_worker
 
-log = logging.getLogger("server.supervisor")
+log = logging.getLogger("server.process.supervisor")
 
 EXIT_BOOT_ERROR = 3
 EXIT_LISTEN_ERROR = 2

@@ -12,13 +12,13 @@ import calendar
 import time
 from typing import TYPE_CHECKING
 
-from server.protocol import Message, RemoteProtocolError, parse
-
-from .commands import command
+from server.irc.commands import batch_ref, command
+from server.irc.messaging import server_time
+from server.protocol import Message, RemoteProtocolError, casefold, parse, unescape_tag_value
 
 if TYPE_CHECKING:
-    from .session import Session
-    from .store import Store
+    from server.process.session import Session
+    from server.state.store import Store
 
 Row = tuple[int, str, float, str, str]
 
@@ -45,8 +45,6 @@ def render(s: Session, rows: list[Row], batch: str | None) -> list[Message]:
             continue
         if full:
             msg.tags = dict(item.partition("=")[::2] for item in tags.split(";") if item)
-            from server.protocol import unescape_tag_value
-
             msg.tags = {k: unescape_tag_value(v) for k, v in msg.tags.items()}
         elif s.tagmode == 1:
             msg.tags = {"time": next((t[5:] for t in tags.split(";") if t.startswith("time=")), "")}
@@ -59,9 +57,8 @@ def render(s: Session, rows: list[Row], batch: str | None) -> list[Message]:
 def in_batch(s: Session, kind: str, params: tuple[str, ...], msgs: list[Message]) -> list[Message]:
     if "batch" not in s.caps:
         return msgs
-    from .session import _tokens
 
-    ref = f"H{next(_tokens):x}"
+    ref = batch_ref("H")
     for m in msgs:
         m.tags["batch"] = ref
     src = s.config.server_name
@@ -168,14 +165,12 @@ def targets(s: Session, start: str, end: str, limit: int) -> None:
     mine = [key for key, members in list(s.worker.channels.items()) if s.sid in members]
     found = [(s.worker.channel_names.get(k, k), t) for k, t in store.targets(mine, lo, hi, limit)]
     me = (s.account or s.nick)
-    from server.protocol import casefold
 
     me_fold = casefold(me)
     for key, t in store.dm_targets(me_fold, lo, hi, limit):
         a, _, b = key[1:].partition(" ")
         found.append((b if a == me_fold else a, t))
     found.sort(key=lambda x: x[1])
-    from .commands import server_time
 
     src = s.config.server_name
     lines = [Message("CHATHISTORY", ("TARGETS", name, server_time(t)), src) for name, t in found[:limit]]

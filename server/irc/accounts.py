@@ -15,14 +15,13 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
+from server.irc.commands import command
+from server.ops.passwords import hash_password, verify_password
 from server.protocol import Message, RemoteProtocolError, casefold, is_valid_nick
 from server.protocol import numerics as N
 
-from .commands import command
-from .passwords import hash_password, verify_password
-
 if TYPE_CHECKING:
-    from .session import Session
+    from server.process.session import Session
 
 log = logging.getLogger(__name__)
 

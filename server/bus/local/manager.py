@@ -11,7 +11,7 @@ from __future__ import annotations
 from multiprocessing.managers import BaseManager, BaseProxy
 from typing import Any
 
-from .bus import Bus
+from server.bus.local.bus import Bus
 
 _bus: Bus | None = None
 
@@ -49,7 +49,7 @@ class BusProxy(BaseProxy):
 
 
 class ChatManager(BaseManager):
-    """Serves one :class:`~server.bus.Bus` as ``get_bus()``."""
+    """Serves one :class:`~server.bus.local.bus.Bus` as ``get_bus()``."""
 
 
 ChatManager.register("get_bus", callable=_get_bus, proxytype=BusProxy)

@@ -1,8 +1,8 @@
 """A worker process: a thread per client, one publisher, one subscriber.
 
 The acceptor hands it sockets over a ``SOCK_SEQPACKET`` socketpair; each one
-becomes a :class:`~server.session.Session` served by its own thread
-(:func:`~server.session.handle_client`). Only the publisher and subscriber
+becomes a :class:`~server.process.session.Session` served by its own thread
+(:func:`~server.process.session.handle_client`). Only the publisher and subscriber
 threads hold Manager proxies.
 
 Threads, and what each owns:
@@ -11,7 +11,7 @@ Threads, and what each owns:
 * publisher: batches what clients send into one ``bus.publish()`` call;
 * subscriber: ``bus.fetch()``; keeps the local replica (which local client is in
   which channel) and delivers: one write per client per batch;
-* writer (:mod:`server.sendq`): flushes SendQs of clients whose socket was full;
+* writer (:mod:`server.process.sendq`): flushes SendQs of clients whose socket was full;
 * timer: registration timeout, PING on idle, ping timeout, heartbeat.
 """
 
@@ -29,20 +29,19 @@ import threading
 import time
 from typing import Any
 
+from server.bus.local.manager import BusProxy, connect_bus
+from server.irc.accounts import enforce_protection
+from server.ops import cloak as cloak_mod
+from server.ops import config as config_mod
+from server.ops import tls as tls_mod
+from server.ops.config import Config
+from server.ops.logs import setup_logging
+from server.ops.metrics import WorkerStats, exchange
+from server.process.sendq import Writer
+from server.process.session import ConnectionGone, Pending, Session, handle_client
+from server.process.threads import ClientThreads
 from server.protocol import Message, RemoteProtocolError
-
-from . import cloak as cloak_mod
-from . import config as config_mod
-from . import stats as _stats  # noqa: F401  (registers the STATS command)
-from . import tls as tls_mod
-from .config import Config
-from .logs import setup_logging
-from .manager import BusProxy, connect_bus
-from .metrics import WorkerStats, exchange
-from .sendq import Writer
-from .session import ConnectionGone, Pending, Session, handle_client
-from .store import Store
-from .threads import ClientThreads
+from server.state.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -451,8 +450,6 @@ class Worker:
                 idle = now - s.last_active
                 if s.protect_deadline is not None and now > s.protect_deadline:
                     # a registered nick used without logging in: rename (a round trip, so not here)
-                    from .accounts import enforce_protection
-
                     s.protect_deadline = None
                     threading.Thread(target=enforce_protection, args=(s,), daemon=True).start()
                 if s.ping_sent is not None:

@@ -2,7 +2,7 @@
 ``logging`` to stderr, one record per line, tagged with the process role.
 
 ``log_format = "text"`` (the default) gives
-``2026-01-01 12:00:00,000 INFO [worker-0] server.worker: ...``;
+``2026-01-01 12:00:00,000 INFO [worker-0] server.process.worker: ...``;
 ``log_format = "json"`` gives one JSON object per line with the keys ``time``,
 ``level``, ``process``, ``pid``, ``logger``, ``message`` (and ``exception``).
 The level comes from ``log_level``. Passwords and message bodies are never

@@ -1,6 +1,6 @@
 """Server bans (K-lines) kept across restarts: ``<data_dir>/klines.json``.
 
-The manager's :class:`~server.bus.Bus` loads the file at start and saves it
+The manager's :class:`~server.bus.local.bus.Bus` loads the file at start and saves it
 whenever ``KLINE``/``UNKLINE`` change the list. A save writes a temporary file
 and renames it over the old one (``os.replace``), so a crash leaves either the
 old list or the new one, never half a file. Expired bans are dropped on load.

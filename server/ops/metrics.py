@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from server.process.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The thread reads, decodes (``server.protocol.Decoder``), applies flood control
 and dispatches each message through the command table in
-:mod:`server.commands`. It never touches a Manager proxy: registry operations
+:mod:`server.irc.commands`. It never touches a Manager proxy: registry operations
 go through the worker's publisher as requests whose results come back through
 the subscriber, after the events they caused.
 """
@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from server.irc import dispatch, flush_nick
+from server.ops.tls import TLSState
+from server.process.sendq import Output
 from server.protocol import Decoder, Message, RemoteProtocolError
 
-from .sendq import Output
-from .tls import TLSState
-
 if TYPE_CHECKING:
-    from .worker import Worker
+    from server.process.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -302,8 +302,6 @@ class Session:
 
 def handle_client(session: Session) -> None:
     """The client's thread: read, parse, act; clean up however it ends."""
-    from .commands import dispatch, flush_nick
-
     worker = session.worker
     reason = "Connection closed"
     try:

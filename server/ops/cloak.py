@@ -24,7 +24,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .config import Config
+from server.ops.config import Config
 
 KEY_FILE = "cloak.key"
 

@@ -30,11 +30,10 @@ import time
 from collections import Counter
 from typing import Any
 
+from server.ops import config as config_mod
+from server.ops.config import Config
+from server.ops.logs import setup_logging
 from server.protocol import Message
-
-from . import config as config_mod
-from .config import Config
-from .logs import setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Password hashing with scrypt (standard library), for operator blocks and
 accounts. Hashes look like ``scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>``.
 
-Make one for the configuration file with ``python -m server.passwords``.
+Make one for the configuration file with ``python -m server.ops.passwords``.
 """
 
 from __future__ import annotations

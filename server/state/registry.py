@@ -1,6 +1,6 @@
 """The shared registry: every user and channel on the server.
 
-It lives in the manager process, inside :class:`server.bus.Bus`, and is only ever
+It lives in the manager process, inside :class:`server.bus.local.bus.Bus`, and is only ever
 touched under the bus lock, so each method here is atomic with respect to every
 other one and to the order of the bus. Methods take plain values, change state,
 and *emit* events for workers through the ``emit`` callback given at
@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.protocol import RemoteProtocolError, casefold, is_valid_channel, mask_match, normalize_mask, numerics
-
-from .store import dm_key
+from server.state.store import dm_key
 
 Emit = Callable[[Iterable[int], tuple[Any, ...]], None]
 

@@ -1,0 +1,51 @@
+"""IRC commands as a table: ``COMMANDS[verb] = Command(handler, min_params, pre_registration)``.
+
+:func:`dispatch` makes the checks once (registered? enough parameters?); each
+handler then does its job and raises ``RemoteProtocolError`` for the client's
+mistakes instead of building error lines.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+from server.protocol import (
+    Message,
+)
+
+if TYPE_CHECKING:
+    from server.process.session import Session
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["Session", Message], None]
+
+
+class Command(NamedTuple):
+    handler: Handler
+    min_params: int = 0
+    pre_registration: bool = False
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(verb: str, min_params: int = 0, pre_registration: bool = False) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        COMMANDS[verb] = Command(fn, min_params, pre_registration)
+        return fn
+    return register
+
+
+
+
+_batch_refs = itertools.count(1)
+
+
+def batch_ref(kind: str) -> str:
+    """A fresh reference tag for a ``BATCH`` this process opens (``kind`` is a
+    letter that tells batches apart when reading a capture)."""
+    return f"{kind}{next(_batch_refs):x}"

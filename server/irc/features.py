@@ -1,0 +1,38 @@
+"""What the server advertises: version, capabilities, modes and the ISUPPORT tokens (005)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server.process.session import Session
+
+
+log = logging.getLogger(__name__)
+
+VERSION = "chatroom-0.1.0"
+CREATED = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+CAPS = ("account-notify", "account-tag", "away-notify", "batch", "cap-notify", "draft/account-registration",
+        "draft/chathistory", "echo-message", "extended-join", "invite-notify", "labeled-response", "message-tags",
+        "multi-prefix", "sasl", "server-time", "setname", "standard-replies", "userhost-in-names")
+CAP_VALUES = {"sasl": "PLAIN", "draft/account-registration": "custom-account-name"}
+USER_MODES = "iow"
+CHANNEL_MODES = "beIiklmnostv"
+# CHANMODES types: A (lists), B (always a parameter), C (parameter when set), D (flags)
+LIST_MODES, PARAM_MODES, SET_PARAM_MODES, FLAG_MODES, PREFIX_MODES = "beI", "k", "l", "imnst", "ov"
+
+def isupport(s: Session) -> list[str]:
+    c = s.config
+    return [
+        f"AWAYLEN={c.away_len}", "CASEMAPPING=rfc1459", f"CHANLIMIT=#:{c.max_channels or ''}",
+        "CHANMODES=beI,k,l,imnst", f"CHANNELLEN={c.channel_len}", "CHANTYPES=#", "ELIST=MNU", "EXCEPTS=e",
+        "INVEX=I", f"KICKLEN={c.kick_len}", f"MAXLIST=beI:{c.max_list}", f"MAXTARGETS={c.max_targets}",
+        f"MODES={c.max_modes}", f"NETWORK={c.network}", f"NICKLEN={c.nick_len}", "PREFIX=(ov)@+",
+        "SAFELIST", "STATUSMSG=@+", f"CHATHISTORY={c.chathistory_max}", "MSGREFTYPES=msgid,timestamp",
+        f"TARGMAX=PRIVMSG:{c.max_targets},NOTICE:{c.max_targets},TAGMSG:{c.max_targets},JOIN:,PART:,KICK:1,WHOIS:1",
+        f"TOPICLEN={c.topic_len}", f"USERLEN={c.user_len}", "UTF8ONLY", "WHOX",
+    ]
+
+

@@ -1,0 +1,104 @@
+"""PRIVMSG, NOTICE and TAGMSG: the hot path. A message is encoded once here and published
+to the bus, which checks and routes it (server/bus/local/bus.py)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from server.irc.accounts import SERVICES
+from server.irc.commands import command
+from server.protocol import (
+    Message,
+    RemoteProtocolError,
+    casefold,
+    format_tags,
+    is_channel,
+)
+from server.protocol import (
+    numerics as N,
+)
+
+if TYPE_CHECKING:
+    from server.process.session import Session
+
+
+log = logging.getLogger(__name__)
+
+# -- time and ids for relayed messages -------------------------------------------
+_msg_counter = itertools.count(1)
+
+
+_second: tuple[int, str] = (-1, "")
+
+
+def server_time(now: float | None = None) -> str:
+    """IRCv3 server-time: ``2026-01-02T03:04:05.678Z``. The part up to the
+    second is formatted once per second (this runs for every relayed message)."""
+    global _second
+    now = time.time() if now is None else now
+    whole = int(now)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{int(now * 1000) % 1000:03d}Z"
+
+
+# -- messages (the hot path) ----------------------------------------------------
+def relay(s: Session, msg: Message, kind: str) -> None:
+    verb = msg.verb
+    if not msg.params or not msg.params[0]:
+        raise RemoteProtocolError(N.ERR_NORECIPIENT, text=f"No recipient given ({verb})")
+    if kind != "T" and (len(msg.params) < 2 or not msg.params[1]):
+        raise RemoteProtocolError(N.ERR_NOTEXTTOSEND, text="No text to send")
+    targets = msg.params[0].split(",")
+    cfg = s.config
+    if len(targets) > cfg.max_targets:
+        raise RemoteProtocolError(N.ERR_TOOMANYTARGETS, msg.params[0], text="Too many targets")
+    worker = s.worker
+    now = int(time.time() * 1000) / 1000  # the time tag's millisecond precision
+    msgid = f"{worker.msgid_prefix}{next(_msg_counter):x}"
+    tags = {"time": server_time(now), "msgid": msgid}
+    if s.account:
+        tags["account"] = s.account
+    tags_time = f"@time={tags['time']} ".encode()
+    for key, value in msg.tags.items():
+        if key.startswith("+"):
+            tags[key] = value
+    tags_full = f"@{format_tags(tags)} ".encode()
+    prefix = s.prefix
+    for target in targets:
+        if not target:
+            continue
+        chan = is_channel(target, "#")
+        fold = casefold(target)
+        if not chan and fold in SERVICES:
+            if kind == "P":
+                SERVICES[fold](s, msg.params[1])
+            continue
+        shown = worker.channel_names.get(fold, target) if chan else target
+        params = (shown,) if kind == "T" else (shown, msg.params[1])
+        body = Message(verb, params, prefix).to_bytes()
+        worker.publish(("m", s.sid, fold, chan, kind, tags_full, tags_time, body, msgid, now))
+
+
+@command("PRIVMSG")
+def privmsg(s: Session, msg: Message) -> None:
+    relay(s, msg, "P")
+
+
+@command("NOTICE")
+def notice(s: Session, msg: Message) -> None:
+    try:
+        relay(s, msg, "N")
+    except RemoteProtocolError:
+        pass  # NOTICE never gets an automatic reply
+
+
+@command("TAGMSG")
+def tagmsg(s: Session, msg: Message) -> None:
+    relay(s, msg, "T")
+
+

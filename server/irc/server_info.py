@@ -1,0 +1,85 @@
+"""What the server tells about itself: LUSERS, MOTD, VERSION, TIME, ADMIN, INFO."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from server.irc.commands import command
+from server.irc.features import CREATED, VERSION, isupport
+from server.protocol import (
+    Message,
+)
+from server.protocol import (
+    numerics as N,
+)
+
+if TYPE_CHECKING:
+    from server.process.session import Session
+
+
+log = logging.getLogger(__name__)
+
+
+def lusers_replies(s: Session, d: dict[str, Any]) -> list[tuple[str, ...]]:
+    users = d["users"]
+    return [
+        (N.RPL_LUSERCLIENT, f"There are {users - d['invisible']} users and {d['invisible']} invisible on 1 servers"),
+        (N.RPL_LUSEROP, str(d["operators"]), "operator(s) online"),
+        (N.RPL_LUSERUNKNOWN, str(d["unknown"]), "unknown connection(s)"),
+        (N.RPL_LUSERCHANNELS, str(d["channels"]), "channels formed"),
+        (N.RPL_LUSERME, f"I have {users} clients and 0 servers"),
+        (N.RPL_LOCALUSERS, str(users), str(d["max_users"]), f"Current local users {users}, max {d['max_users']}"),
+        (N.RPL_GLOBALUSERS, str(users), str(d["max_users"]), f"Current global users {users}, max {d['max_users']}"),
+    ]
+
+
+def motd_replies(s: Session) -> list[tuple[str, ...]]:
+    lines = s.config.motd_lines()
+    if lines is None:
+        return [(N.ERR_NOMOTD, "MOTD File is missing")]
+    out: list[tuple[str, ...]] = [(N.RPL_MOTDSTART, f"- {s.config.server_name} Message of the day - ")]
+    out += [(N.RPL_MOTD, f"- {line}") for line in lines]
+    out.append((N.RPL_ENDOFMOTD, "End of /MOTD command."))
+    return out
+
+
+
+@command("LUSERS")
+def lusers(s: Session, msg: Message) -> None:
+    s.numerics(lusers_replies(s, s.request("lusers")))
+
+
+@command("MOTD")
+def motd(s: Session, msg: Message) -> None:
+    s.numerics(motd_replies(s))
+
+
+@command("VERSION")
+def version(s: Session, msg: Message) -> None:
+    s.numerics([(N.RPL_VERSION, VERSION, s.config.server_name, "Chat-room IRC server"), *[
+        (N.RPL_ISUPPORT, *isupport(s)[i:i + 12], "are supported by this server") for i in range(0, 24, 12)]])
+
+
+@command("TIME")
+def time_(s: Session, msg: Message) -> None:
+    s.numeric(N.RPL_TIME, s.config.server_name, time.strftime("%A %B %d %Y -- %H:%M:%S +00:00", time.gmtime()))
+
+
+@command("ADMIN")
+def admin(s: Session, msg: Message) -> None:
+    cfg = s.config
+    s.numerics([(N.RPL_ADMINME, cfg.server_name, "Administrative info"),
+                (N.RPL_ADMINLOC1, cfg.admin_location or cfg.network),
+                (N.RPL_ADMINLOC2, "Chat-room IRC server"),
+                (N.RPL_ADMINEMAIL, cfg.admin_email or "(not set)")])
+
+
+@command("INFO")
+def info(s: Session, msg: Message) -> None:
+    lines = [f"{VERSION}: a self-hosted IRC server written in Python.", f"Running since {CREATED}.",
+             "Acceptor -> workers (thread per client) -> Manager bus; see docs/architecture.md."]
+    s.numerics([*[(N.RPL_INFO, line) for line in lines], (N.RPL_ENDOFINFO, "End of /INFO list")])
+
+
