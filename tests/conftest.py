@@ -22,6 +22,8 @@ import pytest
 from tests.ircclient import IRCClient
 
 ROOT = Path(__file__).resolve().parent.parent
+# an ERROR or CRITICAL record (text or JSON log format), or a traceback
+SERVER_ERROR = re.compile(r" (ERROR|CRITICAL) \[|\"level\": ?\"(ERROR|CRITICAL)\"|^Traceback ")
 
 
 def _die_with_parent(nofile: int | None = None) -> None:
@@ -140,6 +142,13 @@ def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
     if rep is not None and rep.failed:
         for srv in started:
             print("---- server log ----\n" + "\n".join(srv.lines[-200:]))
+    elif request.node.get_closest_marker("server_errors") is None:
+        # A server that logged an error or a traceback fails the test, even if
+        # every assertion held: the log is part of what the server promises.
+        for srv in started:
+            bad = [line for line in srv.lines if SERVER_ERROR.search(line)]
+            if bad:
+                pytest.fail("the server logged errors:\n" + "\n".join(bad[:20]), pytrace=False)
 
 
 @pytest.fixture

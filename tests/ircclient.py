@@ -87,9 +87,35 @@ class IRCClient:
         assert not bad, f"{self.nick}: unexpected {bad[0].to_line()}"
 
     def sync(self, token: str = "sync") -> None:
-        """Round trip a PING: everything the server sent before is now here."""
+        """A round trip through the bus: once it returns, every reply to this
+        client's earlier commands has arrived (replies come in command order),
+        and so has everything the bus routed to this client before it.
+
+        For "bob did not get X": ``alice.sync()`` (X has been through the bus),
+        then ``bob.sync()`` (bob's own probe passed the bus after X, and the
+        bus hands a worker its records in order), then ``expect_none``. Before
+        registration it is a plain PING (ISON needs a registered client)."""
+        probe = "-sync-"  # never a nick: ISON answers 303 with nobody
+        if self.nick != "*":
+            self.send(f"ISON {probe}")
         self.send(f"PING :{token}")
         self.expect(lambda m: m.verb == "PONG" and m.params[-1] == token)
+        if self.nick != "*":
+            self.backlog = [m for m in self.backlog if not (m.verb == "303" and m.params[-1] == "")]
+
+    def collect(self, match: Match, timeout: float | None = None) -> list[Message]:
+        """Every message up to and including the first that matches, in arrival
+        order (all consumed)."""
+        pred = _predicate(match)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            for i, msg in enumerate(self.backlog):
+                if pred(msg):
+                    out, self.backlog = self.backlog[:i + 1], self.backlog[i + 1:]
+                    return out
+            if self.closed or not self._fill(deadline):
+                got = "\n".join(m.to_line() for m in self.backlog[-30:])
+                raise AssertionError(f"{self.nick}: no message matching {match!r}; closed={self.closed}; got:\n{got}")
 
     def drain(self) -> list[Message]:
         out, self.backlog = self.backlog, []

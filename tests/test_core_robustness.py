@@ -53,6 +53,7 @@ def test_one_order_per_channel_under_concurrent_senders(start_server) -> None:
             assert a == b, f"user{i} and user{j} disagree on the order"
 
 
+@pytest.mark.server_errors  # on purpose: the log says what went wrong
 def test_killed_worker_is_respawned_and_its_clients_forgotten(server: Server) -> None:
     alice = server.client("alice")
     bob = server.client("bob")

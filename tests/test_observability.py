@@ -151,6 +151,7 @@ def test_refused_connections_are_counted(start_server: Callable[..., Server]) ->
     first.send("QUIT")
 
 
+@pytest.mark.server_errors  # on purpose: the log says what went wrong
 def test_healthz_fails_when_a_worker_is_killed_and_recovers(metered: tuple[Server, int]) -> None:
     server, port = metered
     wait_until("healthz", lambda: get(port, "/healthz")[0], lambda code: code == 200)
@@ -167,6 +168,7 @@ def test_healthz_fails_when_a_worker_is_killed_and_recovers(metered: tuple[Serve
     wait_metrics(port, {m("chatroom_worker_restarts_total", worker="1"): 1, m("chatroom_healthy"): 1})
 
 
+@pytest.mark.server_errors  # on purpose: the log says what went wrong
 def test_healthz_fails_while_a_worker_hangs_and_recovers_after_respawn(start_server: Callable[..., Server]) -> None:
     import os
 

@@ -148,6 +148,7 @@ def test_sighup_reloads_certificate_without_dropping_anyone(tls_server: Server, 
     assert alice.expect("PRIVMSG").params[1] == "me too"
 
 
+@pytest.mark.server_errors  # on purpose: the log says what went wrong
 def test_bad_certificate_on_reload_keeps_the_old_one(tls_server: Server, certs: tuple[Path, Path]) -> None:
     cert, _ = certs
     alice = tls_client(tls_server, "alice", cafile=cert)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from server.irc.commands import COMMANDS, Command
+from server.irc.commands import COMMANDS
 from server.irc.registration import flush_nick
 from server.protocol import LocalProtocolError, Message, RemoteProtocolError
 from server.protocol import numerics as N
@@ -17,10 +17,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def dispatch(s: Session, msg: Message) -> None:
+def dispatch(s: Session, msg: Message | RemoteProtocolError) -> None:
+    """Run one line from the client as one unit of output (replies in command
+    order; see server/process/session.py): a message, or the codec's error for
+    a line it could not take."""
+    if s.nick_pending is not None and (isinstance(msg, RemoteProtocolError) or msg.verb != "USER"):
+        # a NICK waits for the USER after it, and for nothing else
+        s.begin_unit(None)
+        try:
+            flush_nick(s)
+        finally:
+            s.end_unit()
+    if isinstance(msg, RemoteProtocolError):
+        s.begin_unit(None)
+        try:
+            s.error(msg)
+        finally:
+            s.end_unit()
+        return
+    label = msg.tags.get("label") if "labeled-response" in s.caps else None
+    s.begin_unit(label or None)
+    try:
+        run(s, msg)
+    finally:
+        s.end_unit()
+
+
+def run(s: Session, msg: Message) -> None:
     verb = msg.verb
-    if s.nick_pending is not None and verb != "USER":
-        flush_nick(s)  # a NICK waits for the USER after it, and for nothing else
     cmd = COMMANDS.get(verb)
     try:
         if cmd is None:
@@ -31,11 +55,7 @@ def dispatch(s: Session, msg: Message) -> None:
             raise RemoteProtocolError(N.ERR_NOTREGISTERED, text="You have not registered")
         if len(msg.params) < cmd.min_params:
             raise RemoteProtocolError(N.ERR_NEEDMOREPARAMS, verb, text="Not enough parameters")
-        label = msg.tags.get("label")
-        if label and "labeled-response" in s.caps:
-            s.labeled(label, lambda: _run(cmd, s, msg))
-        else:
-            cmd.handler(s, msg)
+        cmd.handler(s, msg)
     except RemoteProtocolError as exc:
         s.error(exc)
     except LocalProtocolError:
@@ -43,12 +63,3 @@ def dispatch(s: Session, msg: Message) -> None:
         # through): answer, never drop the client for it.
         log.exception("%s: reply to %s could not be formatted", s.ip, verb)
         s.error(RemoteProtocolError(N.ERR_UNKNOWNERROR, verb, text="Could not process that command"))
-
-
-def _run(cmd: Command, s: Session, msg: Message) -> None:
-    try:
-        cmd.handler(s, msg)
-    except RemoteProtocolError as exc:
-        s.error(exc)
-
-

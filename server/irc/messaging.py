@@ -59,15 +59,13 @@ def relay(s: Session, msg: Message, kind: str) -> None:
         raise RemoteProtocolError(N.ERR_TOOMANYTARGETS, msg.params[0], text="Too many targets")
     worker = s.worker
     now = int(time.time() * 1000) / 1000  # the time tag's millisecond precision
-    msgid = f"{worker.msgid_prefix}{next(_msg_counter):x}"
-    tags = {"time": server_time(now), "msgid": msgid}
+    tags = {"time": server_time(now), "msgid": ""}
     if s.account:
         tags["account"] = s.account
     tags_time = f"@time={tags['time']} ".encode()
     for key, value in msg.tags.items():
         if key.startswith("+"):
             tags[key] = value
-    tags_full = f"@{format_tags(tags)} ".encode()
     prefix = s.prefix
     for target in targets:
         if not target:
@@ -78,10 +76,13 @@ def relay(s: Session, msg: Message, kind: str) -> None:
             if kind == "P":
                 SERVICES[fold](s, msg.params[1])
             continue
+        # one msgid per target: each copy is its own message (and its own history row)
+        msgid = tags["msgid"] = f"{worker.msgid_prefix}{next(_msg_counter):x}"
+        tags_full = f"@{format_tags(tags)} ".encode()
         shown = worker.channel_names.get(fold, target) if chan else target
         params = (shown,) if kind == "T" else (shown, msg.params[1])
         body = Message(verb, params, prefix).to_bytes()
-        worker.publish(("m", s.sid, fold, chan, kind, tags_full, tags_time, body, msgid, now))
+        s.send_message(fold, chan, kind, tags_full, tags_time, body, msgid, now)
 
 
 @command("PRIVMSG")

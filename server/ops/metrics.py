@@ -399,7 +399,7 @@ class MetricsServer(http.server.ThreadingHTTPServer):
 
         self.aggregator = aggregator
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(Collector(aggregator))  # type: ignore[arg-type]
+        self.registry.register(Collector(aggregator))
         super().__init__(address, _Handler)
 
     def start(self) -> None:

@@ -95,7 +95,7 @@ def system_usage() -> dict[str, Any]:
 def _rate(now: dict[str, Any], before: dict[str, Any] | None, *path: str) -> float:
     if before is None:
         return 0.0
-    dt = now["time"] - before["time"]
+    dt = float(now["time"] - before["time"])
     if dt <= 0:
         return 0.0
 

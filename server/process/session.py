@@ -5,30 +5,45 @@ and dispatches each message through the command table in
 :mod:`server.irc.commands`. It never touches a Manager proxy: registry operations
 go through the worker's publisher as requests whose results come back through
 the subscriber, after the events they caused.
+
+**Replies in command order.** Every command a client sends is one :class:`Unit`
+of output. A unit is *open* while its handler runs and *pending* while an item
+it published (a message, a request) has not come back from the bus; every such
+item has a token, and the bus sends exactly one completion for it
+(:mod:`server.bus.records`). Units are written in command order: only the
+oldest unit (the *head*) writes as it goes; a later one keeps its lines until
+every unit before it is closed. So a PONG never overtakes the 401 or the echo
+of the PRIVMSG before it, and a bot's "send X, PING, wait for PONG" sees every
+reply to X. A labeled command (IRCv3 labeled-response) keeps all its lines,
+those of its handler and those the bus brings back (the echo, the JOIN line, an
+error), and writes them when it closes: nothing (``ACK``), one line with the
+label, or a ``labeled-response`` batch. Other people's traffic is not part of
+any unit and interleaves freely. ``order_lock`` guards the units; a unit's
+completion is handled by the subscriber under it, and whoever pops the head
+writes what follows at once, so no reply can slip ahead of an older one.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from server.bus.records import Request, Send
 from server.irc import dispatch, flush_nick
+from server.irc.commands import batch_ref
 from server.ops.tls import TLSState
 from server.process.sendq import Output
-from server.protocol import Decoder, Message, RemoteProtocolError
+from server.protocol import Decoder, Message, RemoteProtocolError, escape_tag_value
 
 if TYPE_CHECKING:
     from server.process.worker import Worker
 
 log = logging.getLogger(__name__)
-
-_tokens = itertools.count(1)
 
 
 class ConnectionGone(Exception):
@@ -46,19 +61,46 @@ class Pending:
     ``Event`` (whose wait and set each go through a ``Condition`` in Python),
     and every client thread waits on a few of these per connection."""
 
-    __slots__ = ("done", "result")
+    __slots__ = ("done", "owner", "result", "unit")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: Session | None = None, unit: Unit | None = None) -> None:
         self.done = threading.Lock()
         self.done.acquire()
-        self.result: tuple[Any, ...] = ("timeout",)
+        self.result: tuple[str, Any] = ("timeout", None)
+        self.owner = owner
+        self.unit = unit  # the command whose output waits for this result, if any
 
-    def resolve(self, result: tuple[Any, ...]) -> None:
-        self.result = result
+    def resolve(self, status: str, value: Any) -> None:
+        self.result = (status, value)
         self.done.release()  # once: the subscriber pops the token before resolving it
 
     def wait(self, timeout: float) -> bool:
         return self.done.acquire(timeout=timeout)
+
+
+class Unit:
+    """The output of one command: written in command order (module docstring)."""
+
+    __slots__ = ("label", "lines", "open", "pending")
+
+    def __init__(self, label: str | None) -> None:
+        self.label = label
+        self.lines: list[bytes] = []  # held until the unit may write
+        self.pending = 0  # items published and not yet completed by the bus
+        self.open = True  # the handler is still running
+
+
+def add_tag(line: bytes, tag: bytes) -> bytes:
+    """``line`` with one more message tag (``b"key=escaped-value"``) in front."""
+    if line.startswith(b"@"):
+        return b"@" + tag + b";" + line[1:]
+    return b"@" + tag + b" " + line
+
+
+def has_batch_tag(line: bytes) -> bool:
+    if not line.startswith(b"@"):
+        return False
+    return any(t.startswith(b"batch=") for t in line[1:line.find(b" ")].split(b";"))
 
 
 class Session:
@@ -119,7 +161,11 @@ class Session:
         self.sasl: str | None = None
         self.sasl_buf = ""
         self.tls = tls_context is not None
-        self.label_buf: list[Message] | None = None
+        # replies in command order (see the module docstring)
+        self.order_lock = threading.Lock()
+        self.units: deque[Unit] = deque()
+        self.unit: Unit | None = None  # the command the client thread runs now
+        self.unit_thread = 0  # ... and that thread's ident
 
     # -- identity -----------------------------------------------------------
     @property
@@ -150,59 +196,153 @@ class Session:
         self.send(exc.reply(self.config.server_name, self.nick))
 
     def emit(self, msgs: list[Message]) -> None:
-        """Replies from this client's own thread: gathered while a labeled
-        command runs (IRCv3 labeled-response), else written at once."""
-        if self.label_buf is not None:
-            self.label_buf.extend(msgs)
-        else:
+        """Replies from this client's own thread, in command order: written at
+        once when the running command is the head and unlabeled, else held."""
+        u = self.current_unit()
+        if u is None:
             self.out.write(b"".join(m.to_bytes() for m in msgs))
-
-    def labeled(self, label: str, run: Callable[[], None]) -> None:
-        """Run a command whose direct replies carry ``label``."""
-        self.label_buf = []
-        try:
-            run()
-        finally:
-            msgs, self.label_buf = self.label_buf, None
-            src = self.config.server_name
-            if not msgs:
-                self.emit([Message("ACK", (), src, {"label": label})])
-            elif len(msgs) == 1:
-                msgs[0].tags["label"] = label
-                self.emit(msgs)
-            elif "batch" in self.caps:
-                ref = f"L{next(_tokens):x}"
-                for m in msgs:
-                    m.tags["batch"] = ref
-                self.emit([Message("BATCH", ("+" + ref, "labeled-response"), src, {"label": label}), *msgs,
-                           Message("BATCH", ("-" + ref,), src)])
+            return
+        lines = [m.to_bytes() for m in msgs]
+        with self.order_lock:
+            if u.label is None and self.units[0] is u:
+                self.out.write(b"".join(lines))
             else:
-                self.emit(msgs)
+                u.lines.extend(lines)
+
+    # -- units: replies in command order --------------------------------------
+    def current_unit(self) -> Unit | None:
+        """The command the calling thread runs for this client, if any."""
+        u = self.unit
+        if u is not None and threading.get_ident() == self.unit_thread:
+            return u
+        return None
+
+    def begin_unit(self, label: str | None) -> Unit:
+        u = Unit(label)
+        with self.order_lock:
+            self.units.append(u)
+        self.unit, self.unit_thread = u, threading.get_ident()
+        return u
+
+    def end_unit(self) -> None:
+        """The handler returned: the unit closes once its items complete."""
+        u = self.current_unit()
+        if u is None:
+            return
+        self.unit = None
+        with self.order_lock:
+            u.open = False
+            out = self._release()
+            if out:
+                self.out.write(out)
+
+    def complete(self, u: Unit, lines: list[bytes]) -> None:
+        """Subscriber thread: the bus completed one of ``u``'s items; ``lines``
+        came back for it (an echo, an error). Writes whatever may go now: the
+        session's gathered batch output first, so nothing reorders."""
+        with self.order_lock:
+            u.pending -= 1
+            if lines and (u.label is not None or self.units[0] is not u):
+                u.lines.extend(lines)
+                lines = []
+            out = self._release()
+            if lines or out:
+                data = b"".join(self.batchbuf) + b"".join(lines) + out
+                self.batchbuf.clear()
+                self.out.write(data)
+
+    def hold(self, u: Unit, line: bytes) -> bool:
+        """Subscriber thread: an event line ``u``'s request caused for this
+        client. True when the unit keeps it (labeled, or not the head yet)."""
+        with self.order_lock:
+            if u.label is not None or (self.units and self.units[0] is not u):
+                u.lines.append(line)
+                return True
+        return False
+
+    def _release(self) -> bytes:
+        """Pop every closed unit at the head; their output, in order (order_lock held)."""
+        units = self.units
+        out: list[bytes] = []
+        while units:
+            head = units[0]
+            if head.open or head.pending:
+                break
+            units.popleft()
+            if head.label is not None:
+                out.append(self._labeled(head.label, head.lines))
+            elif head.lines:
+                out.append(b"".join(head.lines))
+        return b"".join(out)
+
+    def _labeled(self, label: str, lines: list[bytes]) -> bytes:
+        """IRCv3 labeled-response: ACK, the one reply with the label, or a batch."""
+        src = self.config.server_name
+        tag = b"label=" + escape_tag_value(label).encode()
+        if not lines:
+            return Message("ACK", (), src, {"label": label}).to_bytes()
+        if len(lines) == 1:
+            return add_tag(lines[0], tag)
+        if "batch" not in self.caps:
+            return b"".join(lines)
+        ref = batch_ref("L")
+        inner = b"batch=" + ref.encode()
+        return b"".join([Message("BATCH", ("+" + ref, "labeled-response"), src, {"label": label}).to_bytes(),
+                         *[line if has_batch_tag(line) else add_tag(line, inner) for line in lines],
+                         Message("BATCH", ("-" + ref,), src).to_bytes()])
 
     def _sendq_exceeded(self) -> None:
         self.close("SendQ exceeded")
 
-    # -- registry requests (through the publisher) ---------------------------
+    # -- the bus (through the publisher) ---------------------------------------
+    def _count(self) -> Unit | None:
+        """The running command, charged with one more item to wait for."""
+        u = self.current_unit()
+        if u is not None:
+            with self.order_lock:
+                u.pending += 1
+        return u
+
     def request(self, op: str, *args: Any, timeout: float = 15.0) -> Any:
         """Run a registry operation in the bus order; return its result or raise
         its RemoteProtocolError."""
-        token = next(_tokens)
-        pending = Pending()
-        self.worker.pending[token] = pending
-        self.worker.publish(("r", self.sid, token, op, args))
+        worker = self.worker
+        token = worker.new_token()
+        pending = Pending(self, self._count())
+        worker.pending[token] = pending
+        worker.publish(Request(self.sid, token, op, args))
         if not pending.wait(timeout):
-            self.worker.pending.pop(token, None)
+            worker.pending.pop(token, None)
             raise ConnectionGone("the registry did not answer")
-        result = pending.result
-        if result[0] == "ok":
-            return result[1]
-        if result[0] == "err":
-            raise RemoteProtocolError(result[1], *result[2], text=result[3])
+        status, value = pending.result
+        if status == "ok":
+            return value
+        if status == "err":
+            numeric, params, text = value
+            raise RemoteProtocolError(numeric, *params, text=text)
         raise ConnectionGone("gone")
 
     def notify(self, op: str, *args: Any) -> None:
-        """A registry operation whose result nobody waits for."""
-        self.worker.publish(("r", self.sid, 0, op, args))
+        """A registry operation whose result nobody waits for (the running
+        command's later replies still wait for it)."""
+        u = self._count()
+        if u is None:
+            self.worker.publish(Request(self.sid, 0, op, args))
+            return
+        token = self.worker.new_token()
+        self.worker.pending[token] = Pending(self, u)
+        self.worker.publish(Request(self.sid, token, op, args))
+
+    def send_message(self, target: str, is_channel: bool, kind: str, tags_full: bytes, tags_time: bytes,
+                     body: bytes, msgid: str, now: float) -> None:
+        """Publish a PRIVMSG/NOTICE/TAGMSG; its completion (echo, error) closes it."""
+        worker = self.worker
+        u = self._count()
+        token = 0
+        if u is not None:
+            token = worker.new_token()
+            worker.sending[token] = u
+        worker.publish(Send(self.sid, target, is_channel, kind, tags_full, tags_time, body, msgid, now, token))
 
     # -- lifecycle ----------------------------------------------------------
     def close(self, reason: str) -> None:
@@ -212,11 +352,16 @@ class Session:
         if self.closing is not None:
             return
         self.closing = reason
+        self.end_unit()  # from the client's own thread (QUIT): its replies go before the ERROR
         self.out.last_words(Message("ERROR", (f"Closing Link: {self.host} ({reason})",)).to_bytes())
         try:
             self.sock.shutdown(socket.SHUT_RD)
         except OSError:
             pass
+
+    def is_closing(self) -> bool:
+        """Whether the session is ending (a command may have closed it)."""
+        return self.closing is not None
 
     def nick_change_wait(self) -> int:
         """Charge one nick change; 0 if allowed now, else the seconds to wait."""
@@ -305,8 +450,8 @@ def handle_client(session: Session) -> None:
     worker = session.worker
     reason = "Connection closed"
     try:
-        worker.publish(("r", session.sid, 0, "connect",
-                        (session.sid, worker.index, session.ip, session.host, session.tls)))
+        worker.publish(Request(session.sid, 0, "connect",
+                               (session.sid, worker.index, session.ip, session.host, session.tls)))
         if session.tls:
             session.tls_handshake()
         while session.closing is None:
@@ -332,14 +477,15 @@ def handle_client(session: Session) -> None:
                     delay = session.throttle(len(items) - i)
                     if delay:
                         time.sleep(delay)
-                if isinstance(item, RemoteProtocolError):
-                    session.error(item)
-                    continue
                 dispatch(session, item)
-                if session.closing is not None:
+                if session.is_closing():
                     break
-            if session.nick_pending is not None and session.closing is None:
-                flush_nick(session)  # before this thread waits for more input
+            if session.nick_pending is not None and not session.is_closing():
+                session.begin_unit(None)  # the pending NICK's replies are a command's
+                try:
+                    flush_nick(session)  # before this thread waits for more input
+                finally:
+                    session.end_unit()
     except ConnectionGone as exc:
         reason = str(exc)
         session.close(reason)

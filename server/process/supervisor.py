@@ -120,8 +120,12 @@ class Supervisor:
                       f"{exc.strerror or exc}", file=sys.stderr)
                 raise SystemExit(EXIT_LISTEN_ERROR) from None
         self.manager = ChatManager(ctx=self.ctx)
-        self.manager.start(initializer=_manager_init, initargs=(cfg.bus_settings(), cfg, self.metrics_fds()))
+        # the manager must not hold the listening sockets (fork copies every fd)
+        listening = [s.fileno() for s in (*self.listeners, *self.tls_listeners)]
+        self.manager.start(initializer=_manager_init,
+                           initargs=(cfg.bus_settings(), cfg, [*self.metrics_fds(), *listening]))
         self.bus = self.manager.get_bus()  # type: ignore[attr-defined]
+        log.info("manager ready (pid %d)", self.manager._process.pid)  # type: ignore[attr-defined]
         pairs = {i: socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for i in range(cfg.workers)}
         self.control, acc_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         acceptor_ends = {i: a for i, (a, _) in pairs.items()}
@@ -230,16 +234,23 @@ class Supervisor:
             except BlockingIOError:
                 pass
             self.handle_signals()
-            if self.stopping:
+            if self.stop_requested():
+                break
+            self.check_processes()
+            if self.stop_requested():
                 break
             self.reap_workers()
-            self.check_processes()
             self.murder_workers()
             self.check_health()
             self.send_reports()
             self.report()
         self.halt()
         return self.exit_code
+
+    def stop_requested(self) -> bool:
+        """Whether a step of the loop decided to stop (a method, so that type
+        checkers do not assume the flag unchanged by the calls in between)."""
+        return self.stopping
 
     def enqueue_signal(self, signum: int, _frame: Any) -> None:
         self.signals.append(signum)
@@ -281,7 +292,11 @@ class Supervisor:
                 self.exit_code = EXIT_BOOT_ERROR
                 self.stopping = True
                 return
-            dropped = self.bus.drop_worker(index, "Connection closed")
+            try:
+                dropped = self.bus.drop_worker(index, "Connection closed")
+            except (EOFError, OSError):
+                self.check_processes()  # the manager is gone too: stop, do not respawn
+                return
             self.aggregator.retire_worker(index)
             log.error("worker %d (pid %s) died with exit code %s; %d clients dropped; respawning",
                       index, proc.pid, proc.exitcode, dropped)
@@ -431,7 +446,8 @@ class Supervisor:
             if proc.is_alive():
                 proc.kill()
                 proc.join(1)
-        if self.bus is not None:
+        manager_proc = getattr(self.manager, "_process", None)
+        if self.bus is not None and manager_proc is not None and manager_proc.is_alive():
             try:
                 rows = self.bus.flush_history()
                 log.info("history flushed (%d messages written since start)", rows)

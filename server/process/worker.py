@@ -27,9 +27,36 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from server.bus.local.manager import BusProxy, connect_bus
+from server.bus.records import (
+    AccountChanged,
+    AwayChanged,
+    Begin,
+    ChannelDelivery,
+    Delivered,
+    Disconnect,
+    Done,
+    Invited,
+    InviteNotice,
+    Joined,
+    Kicked,
+    ModeChanged,
+    NickChanged,
+    Parted,
+    PrivateDelivery,
+    Published,
+    Quit,
+    RealnameChanged,
+    Reply,
+    Result,
+    Send,
+    Stamp,
+    TopicChanged,
+    Wallops,
+)
 from server.irc.accounts import enforce_protection
 from server.ops import cloak as cloak_mod
 from server.ops import config as config_mod
@@ -38,7 +65,7 @@ from server.ops.config import Config
 from server.ops.logs import setup_logging
 from server.ops.metrics import WorkerStats, exchange
 from server.process.sendq import Writer
-from server.process.session import ConnectionGone, Pending, Session, handle_client
+from server.process.session import ConnectionGone, Pending, Session, Unit, handle_client
 from server.process.threads import ClientThreads
 from server.protocol import Message, RemoteProtocolError
 from server.state.store import Store
@@ -46,6 +73,7 @@ from server.state.store import Store
 log = logging.getLogger(__name__)
 
 BOOT_ERROR = 3
+Put = Callable[[Session, bytes], None]
 
 
 class Worker:
@@ -59,8 +87,9 @@ class Worker:
         self.handoff = handoff
         self.heartbeat = heartbeat
         self.sessions: dict[int, Session] = {}
-        self.pending: dict[int, Pending] = {}
-        self.outq: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.pending: dict[int, Pending] = {}  # request token -> who waits for the result
+        self.sending: dict[int, Unit] = {}  # message token -> the command it belongs to
+        self.outq: queue.SimpleQueue[Published] = queue.SimpleQueue()
         # local replica: channel key -> {sid: Session} for local members, and names
         self.channels: dict[str, dict[int, Session]] = {}
         self.channel_names: dict[str, str] = {}
@@ -84,6 +113,14 @@ class Worker:
         self.stats = WorkerStats()
         self.stats_sock = stats_sock
         self.report: dict[str, Any] | None = None
+        # the subscriber's table: state event type -> handler
+        self.handlers: dict[type, Callable[[Any, Put], int]] = {
+            Joined: self.on_joined, Parted: self.on_parted, Quit: self.on_quit, NickChanged: self.on_nick,
+            TopicChanged: self.on_topic, ModeChanged: self.on_mode, Kicked: self.on_kicked,
+            Invited: self.on_invited, InviteNotice: self.on_invite_notice, AwayChanged: self.on_away,
+            RealnameChanged: self.on_realname, AccountChanged: self.on_account, Disconnect: self.on_disconnect,
+            Wallops: self.on_wallops,
+        }
 
     # -- helpers for sessions -------------------------------------------------
     def cloak(self, ip: str) -> str:
@@ -99,7 +136,7 @@ class Worker:
             return False
         return any(addr in net for net in self._flood_exempt)
 
-    def publish(self, item: tuple[Any, ...]) -> None:
+    def publish(self, item: Published) -> None:
         self.outq.put(item)
 
     def get_store(self) -> Store:
@@ -111,9 +148,12 @@ class Worker:
         return self._store
 
     def new_sid(self) -> int:
+        """A number no other process hands out: a session id or a bus token."""
         with self._sid_lock:
             self._sid_next += 1
             return self._sid_base | self._sid_next
+
+    new_token = new_sid
 
     def end_session(self, session: Session, reason: str) -> None:
         """Last act of a client thread: forget the client everywhere."""
@@ -168,10 +208,10 @@ class Worker:
             except queue.Empty:
                 pass
             for item in batch:
-                if item[0] == "m":
-                    counts[item[4]] += 1
+                if type(item) is Send:
+                    counts[item.kind] += 1
             observe(len(batch))
-            batch.append(("L", time.time()))  # the bus hands it on: latency, seen by subscribers
+            batch.append(Stamp(time.time()))  # the bus hands it on: latency, seen by subscribers
             try:
                 bus.publish(self.index, batch)
             except (EOFError, OSError):
@@ -217,16 +257,25 @@ class Worker:
                 except Exception:
                     log.exception("subscriber: delivery failed")
 
-    def deliver(self, batch: list[tuple[Any, ...]]) -> None:
+    def deliver(self, batch: list[Delivered]) -> None:
         """Apply one bus batch: one write per touched client at the end (or
-        before a result, so a client sees what its request caused first)."""
+        before a result, so a client sees what its request caused first).
+
+        Channel and private deliveries are the hot path and handled inline;
+        every other record goes through :attr:`handlers`, by type."""
         touched: list[Session] = []
         sessions = self.sessions
         channels = self.channels
+        sending = self.sending
+        handlers = self.handlers
         count = events = 0
         stamps: list[float] = []
+        cause: Session | None = None  # whose request caused the events being applied
+        cause_unit: Unit | None = None
 
         def put(s: Session, data: bytes) -> None:
+            if s is cause and cause_unit is not None and s.hold(cause_unit, data):
+                return
             buf = s.batchbuf
             if not buf:
                 touched.append(s)
@@ -234,57 +283,90 @@ class Worker:
 
         def flush() -> None:
             for s in touched:
-                data = b"".join(s.batchbuf)
-                s.batchbuf.clear()
-                s.out.write(data)
+                if s.batchbuf:
+                    data = b"".join(s.batchbuf)
+                    s.batchbuf.clear()
+                    s.out.write(data)
             touched.clear()
 
         for item in batch:
-            kind = item[0]
-            if kind == "D":
-                _, key, sender, mkind, tags_full, tags_time, body = item
-                members = channels.get(key)
-                variants = (body, tags_time + body, tags_full + body)
-                tagmsg = mkind == "T"
+            cls = type(item)
+            if type(item) is ChannelDelivery:
+                members = channels.get(item.key)
+                sender, body = item.sender, item.body
+                variants = (body, item.tags_time + body, item.tags_full + body)
+                tagmsg = item.kind == "T"
                 if members:
                     for sid, s in members.items():
-                        if (sid == sender and not s.echo) or (tagmsg and s.tagmode != 2):
+                        if sid == sender or (tagmsg and s.tagmode != 2):
                             continue
                         buf = s.batchbuf
                         if not buf:
                             touched.append(s)
                         buf.append(variants[s.tagmode])
                         count += 1
-                if members is None or sender not in members:
-                    s = sessions.get(sender)
-                    if s is not None and s.echo and not (tagmsg and s.tagmode != 2):
-                        put(s, variants[s.tagmode])
-            elif kind == "U":
-                _, to, sender, mkind, tags_full, tags_time, body = item
-                variants = (body, tags_time + body, tags_full + body)
-                tagmsg = mkind == "T"
-                s = sessions.get(to)
-                if s is not None and not (tagmsg and s.tagmode != 2) and (to != sender or s.echo):
-                    put(s, variants[s.tagmode])
-                    count += 1
+                me = sessions.get(sender)
+                if me is not None:  # the sender's worker: its echo, and the completion
+                    echo = variants[me.tagmode] if me.echo and not (tagmsg and me.tagmode != 2) else None
+                    unit = sending.pop(item.token, None) if item.token else None
+                    if unit is not None:
+                        me.complete(unit, [echo] if echo else [])
+                    elif echo:
+                        put(me, echo)
+            elif type(item) is PrivateDelivery:
+                to, sender, body = item.to, item.sender, item.body
+                variants = (body, item.tags_time + body, item.tags_full + body)
+                tagmsg = item.kind == "T"
                 if to != sender:
-                    s = sessions.get(sender)
-                    if s is not None and s.echo and not (tagmsg and s.tagmode != 2):
-                        put(s, variants[s.tagmode])
-            elif kind == "R":
+                    them = sessions.get(to)
+                    if them is not None and not (tagmsg and them.tagmode != 2):
+                        put(them, variants[them.tagmode])
+                        count += 1
+                me = sessions.get(sender)
+                if me is not None:  # the sender's worker: its echo (the only copy, to oneself)
+                    echo = (variants[me.tagmode] if (me.echo or to == sender) and not (tagmsg and me.tagmode != 2)
+                            else None)
+                    unit = sending.pop(item.token, None) if item.token else None
+                    if unit is not None:
+                        me.complete(unit, [echo] if echo else [])
+                    elif echo:
+                        put(me, echo)
+                    if to == sender:
+                        count += 1
+            elif type(item) is Result:
                 flush()
-                pending = self.pending.pop(item[1], None)
+                pending = self.pending.pop(item.token, None)
                 if pending is not None:
-                    pending.resolve(item[2])
-            elif kind == "X":
-                _, sid, numeric, params, text = item
-                s = sessions.get(sid)
-                if s is not None:
-                    put(s, Message(numeric, (s.nick, *params, text), self.config.server_name).to_bytes())
-            elif kind == "L":
-                stamps.append(item[1])
+                    if pending.unit is not None and pending.owner is not None:
+                        pending.owner.complete(pending.unit, [])
+                    pending.resolve(item.status, item.value)
+                cause = cause_unit = None
+            elif type(item) is Begin:
+                pending = self.pending.get(item.token)
+                if pending is not None and pending.unit is not None:
+                    cause, cause_unit = pending.owner, pending.unit
+            elif type(item) is Reply:
+                me = sessions.get(item.sid)
+                if me is not None:
+                    line = Message(item.numeric, (me.nick, *item.params, item.text), self.config.server_name).to_bytes()
+                    unit = sending.pop(item.token, None) if item.token else None
+                    if unit is not None:
+                        me.complete(unit, [line])
+                    else:
+                        put(me, line)
+            elif type(item) is Done:
+                unit = sending.pop(item.token, None)
+                me = sessions.get(item.sid)
+                if unit is not None and me is not None:
+                    me.complete(unit, [])
+            elif type(item) is Stamp:
+                stamps.append(item.time)
             else:
-                events += self.apply_event(item, put)
+                handler = handlers.get(cls)
+                if handler is None:
+                    log.warning("subscriber: unknown bus record %r", cls.__name__)
+                else:
+                    events += handler(item, put)
         flush()
         self.deliveries += count
         self.event_deliveries += events
@@ -294,135 +376,124 @@ class Worker:
             for t in stamps:
                 observe(now - t)
 
-    def apply_event(self, item: tuple[Any, ...], put: Any) -> int:
-        """A state event: update the local replica and tell the local clients."""
-        kind = item[0]
+    # -- state events: update the local replica and tell the local clients -------
+    def on_joined(self, e: Joined, put: Put) -> int:
         channels = self.channels
+        s = self.sessions.get(e.sid)
+        members = channels.get(e.key)
+        if s is not None:
+            if members is None:
+                members = channels[e.key] = {}
+                self.channel_names[e.key] = e.name
+            members[e.sid] = s
         n = 0
-        if kind == "J":
-            _, key, name, sid, prefix, account, realname, away = item
-            s = self.sessions.get(sid)
-            members = channels.get(key)
-            if s is not None:
-                if members is None:
-                    members = channels[key] = {}
-                    self.channel_names[key] = name
-                members[sid] = s
-            if members:
-                plain = Message("JOIN", (name,), prefix).to_bytes()
-                extended = Message("JOIN", (name, account, realname), prefix).to_bytes()
-                away_line = Message("AWAY", (away,), prefix).to_bytes() if away else b""
-                for msid, m in members.items():
-                    put(m, extended if "extended-join" in m.caps else plain)
-                    if away_line and msid != sid and "away-notify" in m.caps:
-                        put(m, away_line)
-                    n += 1
-        elif kind == "P":
-            _, key, name, sid, prefix, reason = item
-            members = channels.get(key)
-            if members:
-                line = Message("PART", (name, reason) if reason else (name,), prefix).to_bytes()
-                for m in members.values():
+        if members:
+            plain = Message("JOIN", (e.name,), e.prefix).to_bytes()
+            extended = Message("JOIN", (e.name, e.account, e.realname), e.prefix).to_bytes()
+            away_line = Message("AWAY", (e.away,), e.prefix).to_bytes() if e.away else b""
+            for msid, m in members.items():
+                put(m, extended if "extended-join" in m.caps else plain)
+                if away_line and msid != e.sid and "away-notify" in m.caps:
+                    put(m, away_line)
+                n += 1
+        return n
+
+    def on_parted(self, e: Parted, put: Put) -> int:
+        members = self.channels.get(e.key)
+        n = 0
+        if members:
+            line = Message("PART", (e.name, e.reason) if e.reason else (e.name,), e.prefix).to_bytes()
+            for m in members.values():
+                put(m, line)
+                n += 1
+            self._leave(e.key, e.sid)
+        return n
+
+    def _to_channels(self, keys: tuple[str, ...], line: bytes, put: Put, seen: set[int],
+                     cap: str | None = None) -> int:
+        """``line`` once to every local member of ``keys`` not in ``seen`` (with ``cap``)."""
+        n = 0
+        for key in keys:
+            for msid, m in self.channels.get(key, {}).items():
+                if msid not in seen and (cap is None or cap in m.caps):
+                    seen.add(msid)
                     put(m, line)
                     n += 1
-                self._leave(key, sid)
-        elif kind == "Q":
-            _, sid, prefix, reason, keys = item
-            line = Message("QUIT", (reason,), prefix).to_bytes()
-            seen: set[int] = {sid}
-            for key in keys:
-                for msid, m in channels.get(key, {}).items():
-                    if msid not in seen:
-                        seen.add(msid)
-                        put(m, line)
-                        n += 1
-                self._leave(key, sid)
-        elif kind == "N":
-            _, sid, old_prefix, nick, keys = item
-            line = Message("NICK", (nick,), old_prefix).to_bytes()
-            seen = set()
-            me = self.sessions.get(sid)
-            if me is not None:
-                seen.add(sid)
-                put(me, line)
-            for key in keys:
-                for msid, m in channels.get(key, {}).items():
-                    if msid not in seen:
-                        seen.add(msid)
-                        put(m, line)
-                        n += 1
-        elif kind == "T":
-            _, key, name, prefix, topic = item
-            line = Message("TOPIC", (name, topic), prefix).to_bytes()
-            for m in channels.get(key, {}).values():
-                put(m, line)
+        return n
+
+    def on_quit(self, e: Quit, put: Put) -> int:
+        n = self._to_channels(e.keys, Message("QUIT", (e.reason,), e.prefix).to_bytes(), put, {e.sid})
+        for key in e.keys:
+            self._leave(key, e.sid)
+        return n
+
+    def on_nick(self, e: NickChanged, put: Put) -> int:
+        line = Message("NICK", (e.nick,), e.old_prefix).to_bytes()
+        seen: set[int] = set()
+        me = self.sessions.get(e.sid)
+        if me is not None:
+            seen.add(e.sid)
+            put(me, line)
+        return self._to_channels(e.keys, line, put, seen)
+
+    def _to_channel(self, key: str, line: bytes, put: Put) -> int:
+        members = self.channels.get(key, {})
+        for m in members.values():
+            put(m, line)
+        return len(members)
+
+    def on_topic(self, e: TopicChanged, put: Put) -> int:
+        return self._to_channel(e.key, Message("TOPIC", (e.name, e.topic), e.prefix).to_bytes(), put)
+
+    def on_mode(self, e: ModeChanged, put: Put) -> int:
+        return self._to_channel(e.key, Message("MODE", (e.name, e.modestr, *e.args), e.prefix).to_bytes(), put)
+
+    def on_kicked(self, e: Kicked, put: Put) -> int:
+        n = self._to_channel(e.key, Message("KICK", (e.name, e.target_nick, e.reason), e.prefix).to_bytes(), put)
+        self._leave(e.key, e.target)
+        return n
+
+    def on_invited(self, e: Invited, put: Put) -> int:
+        s = self.sessions.get(e.target)
+        if s is None:
+            return 0
+        put(s, Message("INVITE", (e.nick, e.name), e.prefix).to_bytes())
+        return 1
+
+    def on_invite_notice(self, e: InviteNotice, put: Put) -> int:
+        line = Message("INVITE", (e.nick, e.name), e.prefix).to_bytes()
+        return self._to_channels((e.key,), line, put, {e.inviter}, "invite-notify")
+
+    def on_away(self, e: AwayChanged, put: Put) -> int:
+        line = Message("AWAY", (e.away,) if e.away else (), e.prefix).to_bytes()
+        return self._to_channels(e.keys, line, put, {e.sid}, "away-notify")
+
+    def on_realname(self, e: RealnameChanged, put: Put) -> int:
+        line = Message("SETNAME", (e.realname,), e.prefix).to_bytes()
+        seen: set[int] = set()
+        me = self.sessions.get(e.sid)
+        if me is not None and "setname" in me.caps:
+            seen.add(e.sid)
+            put(me, line)
+        return self._to_channels(e.keys, line, put, seen, "setname")
+
+    def on_account(self, e: AccountChanged, put: Put) -> int:
+        line = Message("ACCOUNT", (e.account,), e.prefix).to_bytes()
+        return self._to_channels(e.keys, line, put, {e.sid}, "account-notify")
+
+    def on_disconnect(self, e: Disconnect, put: Put) -> int:
+        s = self.sessions.get(e.sid)
+        if s is not None:
+            s.close(e.reason)
+        return 0
+
+    def on_wallops(self, e: Wallops, put: Put) -> int:
+        line = Message("WALLOPS", (e.text,), e.prefix).to_bytes()
+        n = 0
+        for s in list(self.sessions.values()):
+            if "w" in s.modes and s.registered:
+                put(s, line)
                 n += 1
-        elif kind == "M":
-            _, key, name, prefix, modestr, args = item
-            line = Message("MODE", (name, modestr, *args), prefix).to_bytes()
-            for m in channels.get(key, {}).values():
-                put(m, line)
-                n += 1
-        elif kind == "K":
-            _, key, name, prefix, target_sid, target_nick, reason = item
-            line = Message("KICK", (name, target_nick, reason), prefix).to_bytes()
-            for m in channels.get(key, {}).values():
-                put(m, line)
-                n += 1
-            self._leave(key, target_sid)
-        elif kind == "I":
-            _, target_sid, prefix, nick, name = item
-            s = self.sessions.get(target_sid)
-            if s is not None:
-                put(s, Message("INVITE", (nick, name), prefix).to_bytes())
-                n += 1
-        elif kind == "V":  # invite-notify for the channel's members
-            _, key, inviter, prefix, target_sid, nick, name = item
-            line = Message("INVITE", (nick, name), prefix).to_bytes()
-            for msid, m in channels.get(key, {}).items():
-                if msid != inviter and "invite-notify" in m.caps:
-                    put(m, line)
-                    n += 1
-        elif kind in ("A", "S"):  # away-notify / setname
-            _, sid, prefix, value, keys = item
-            cap = "away-notify" if kind == "A" else "setname"
-            verb = "AWAY" if kind == "A" else "SETNAME"
-            line = Message(verb, (value,) if value else (), prefix).to_bytes()
-            seen = {sid} if kind == "A" else set()
-            me = self.sessions.get(sid)
-            if kind == "S" and me is not None and cap in me.caps:
-                seen.add(sid)
-                put(me, line)
-            for key in keys:
-                for msid, m in channels.get(key, {}).items():
-                    if msid not in seen and cap in m.caps:
-                        seen.add(msid)
-                        put(m, line)
-                        n += 1
-        elif kind == "C":  # account-notify
-            _, sid, prefix, account, keys = item
-            line = Message("ACCOUNT", (account,), prefix).to_bytes()
-            seen = {sid}
-            for key in keys:
-                for msid, m in channels.get(key, {}).items():
-                    if msid not in seen and "account-notify" in m.caps:
-                        seen.add(msid)
-                        put(m, line)
-                        n += 1
-        elif kind == "Z":  # KILL or K-line: cut the client off
-            _, sid, reason = item
-            s = self.sessions.get(sid)
-            if s is not None:
-                s.close(reason)
-        elif kind == "W":
-            _, prefix, text = item
-            line = Message("WALLOPS", (text,), prefix).to_bytes()
-            for s in list(self.sessions.values()):
-                if "w" in s.modes and s.registered:
-                    put(s, line)
-                    n += 1
-        else:
-            log.warning("subscriber: unknown bus item %r", kind)
         return n
 
     def _leave(self, key: str, sid: int) -> None:
@@ -519,8 +590,8 @@ class Worker:
                 continue
             for fd in fds:
                 os.set_inheritable(fd, False)
-                ip, port, *flags = data.decode().split(" ")
-                self.start_session(fd, ip, int(port), "tls" in flags)
+                ip, port, *options = data.decode().split(" ")
+                self.start_session(fd, ip, int(port), "tls" in options)
 
     def start_session(self, fd: int, ip: str, port: int, tls: bool = False) -> None:
         sock = socket.socket(fileno=fd)

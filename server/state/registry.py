@@ -7,7 +7,9 @@ and *emit* events for workers through the ``emit`` callback given at
 construction; they return plain data for the caller (or raise
 ``RemoteProtocolError`` with the numeric to answer). No I/O happens here.
 
-Events are tuples whose first item names them; see docs/architecture.md.
+Events are the typed records of :mod:`server.bus.records`. Registered channels are
+kept through the ``persist_channel`` callback, which the bus turns into an effect
+it stores after the locked section (never here).
 """
 
 from __future__ import annotations
@@ -18,10 +20,27 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.bus.records import (
+    AccountChanged,
+    AwayChanged,
+    Disconnect,
+    Event,
+    Invited,
+    InviteNotice,
+    Joined,
+    Kicked,
+    ModeChanged,
+    NickChanged,
+    Parted,
+    Quit,
+    RealnameChanged,
+    TopicChanged,
+    Wallops,
+)
 from server.protocol import RemoteProtocolError, casefold, is_valid_channel, mask_match, normalize_mask, numerics
 from server.state.store import dm_key
 
-Emit = Callable[[Iterable[int], tuple[Any, ...]], None]
+Emit = Callable[[Iterable[int], Event], None]
 
 
 @dataclass(slots=True)
@@ -132,7 +151,7 @@ class Registry:
         u.nick, u.fold = nick, fold
         if u.registered and old_nick != nick:
             self._remember(u, old_nick)
-            self.emit(self._audience(u), ("N", sid, old_prefix, nick, tuple(u.channels)))
+            self.emit(self._audience(u), NickChanged(sid, old_prefix, nick, tuple(u.channels)))
         return old_prefix, nick, self.protected(u)
 
     def protected(self, u: User) -> bool:
@@ -174,7 +193,7 @@ class Registry:
             return
         u.account = account
         if u.registered:
-            self.emit(self._audience(u), ("C", sid, u.prefix, account or "*", tuple(u.channels)))
+            self.emit(self._audience(u), AccountChanged(sid, u.prefix, account or "*", tuple(u.channels)))
 
     def set_user_mode(self, sid: int, mode: str, on: bool) -> None:
         u = self.users[sid]
@@ -194,12 +213,12 @@ class Registry:
     def set_away(self, sid: int, message: str | None) -> None:
         u = self.users[sid]
         u.away = message or None
-        self.emit(self._audience(u), ("A", sid, u.prefix, u.away, tuple(u.channels)))
+        self.emit(self._audience(u), AwayChanged(sid, u.prefix, u.away, tuple(u.channels)))
 
     def set_realname(self, sid: int, realname: str) -> None:
         u = self.users[sid]
         u.realname = realname
-        self.emit(self._audience(u), ("S", sid, u.prefix, realname, tuple(u.channels)))
+        self.emit(self._audience(u), RealnameChanged(sid, u.prefix, realname, tuple(u.channels)))
 
     def disconnect(self, sid: int, reason: str) -> None:
         """Forget a user; everyone sharing a channel sees the QUIT."""
@@ -218,7 +237,7 @@ class Registry:
         chans = tuple(u.channels)
         for key in chans:
             self._remove_member(self.channels[key], u)
-        self.emit(audience, ("Q", sid, u.prefix, reason, chans))
+        self.emit(audience, Quit(sid, u.prefix, reason, chans))
 
     def drop_worker(self, worker: int, reason: str) -> int:
         """A worker died: forget all of its users at once."""
@@ -267,7 +286,7 @@ class Registry:
         ch.members[sid] = modes
         ch.workers[u.worker] += 1
         u.channels.add(key)
-        self.emit(ch.workers, ("J", key, ch.name, sid, u.prefix, u.account or "*", u.realname, u.away))
+        self.emit(ch.workers, Joined(key, ch.name, sid, u.prefix, u.account or "*", u.realname, u.away))
         return self.channel_info(ch)
 
     def _restore(self, ch: Channel, record: dict[str, Any]) -> None:
@@ -536,7 +555,7 @@ class Registry:
                 modestr += letter
                 if arg is not None:
                     args.append(arg)
-            self.emit(ch.workers, ("M", ch.key, ch.name, u.prefix, modestr, tuple(args)))
+            self.emit(ch.workers, ModeChanged(ch.key, ch.name, u.prefix, modestr, tuple(args)))
             self._save(ch)
         return errors
 
@@ -552,7 +571,7 @@ class Registry:
         target = self.find(nick)
         if target is None or target.sid not in ch.members:
             raise fail(numerics.ERR_USERNOTINCHANNEL, nick, ch.name, text="They aren't on that channel")
-        self.emit(ch.workers, ("K", ch.key, ch.name, u.prefix, target.sid, target.nick, reason))
+        self.emit(ch.workers, Kicked(ch.key, ch.name, u.prefix, target.sid, target.nick, reason))
         self._remove_member(ch, target)
 
     def invite(self, sid: int, nick: str, name: str) -> str:
@@ -570,10 +589,10 @@ class Registry:
                 raise fail(numerics.ERR_USERONCHANNEL, target.nick, ch.name, text="is already on channel")
             ch.invites.add(target.fold)
             shown = ch.name
-            self.emit(ch.workers, ("V", ch.key, sid, u.prefix, target.sid, target.nick, shown))
+            self.emit(ch.workers, InviteNotice(ch.key, sid, u.prefix, target.sid, target.nick, shown))
         else:
             shown = name
-        self.emit((target.worker,), ("I", target.sid, u.prefix, target.nick, shown))
+        self.emit((target.worker,), Invited(target.sid, u.prefix, target.nick, shown))
         return target.nick
 
     def list_channels(self, sid: int, masks: list[str], min_users: int, max_users: int) -> list[tuple[str, int, str]]:
@@ -637,13 +656,13 @@ class Registry:
         target = self.find(nick)
         if target is None:
             raise fail(numerics.ERR_NOSUCHNICK, nick, text="No such nick/channel")
-        self.emit((target.worker,), ("Z", target.sid, f"Killed ({oper.nick} ({reason}))"))
+        self.emit((target.worker,), Disconnect(target.sid, f"Killed ({oper.nick} ({reason}))"))
         return target.nick
 
     def wallops(self, sid: int, text: str) -> None:
         oper = self._require_oper(sid)
         workers = {u.worker for u in self.users.values()}
-        self.emit(workers, ("W", oper.prefix, text))
+        self.emit(workers, Wallops(oper.prefix, text))
 
     def kline_for(self, u: User, now: float) -> str | None:
         self.klines = [k for k in self.klines if not k[4] or k[4] > now]
@@ -664,7 +683,7 @@ class Registry:
         hit = 0
         for u in list(self.users.values()):
             if u.registered and self.kline_for(u, now) is not None and u.sid != sid:
-                self.emit((u.worker,), ("Z", u.sid, f"K-Lined: {reason}"))
+                self.emit((u.worker,), Disconnect(u.sid, f"K-Lined: {reason}"))
                 hit += 1
         return hit
 
@@ -683,7 +702,7 @@ class Registry:
     def part(self, sid: int, name: str, reason: str) -> None:
         u = self.users[sid]
         ch = self._member_channel(u, name)
-        self.emit(ch.workers, ("P", ch.key, ch.name, sid, u.prefix, reason))
+        self.emit(ch.workers, Parted(ch.key, ch.name, sid, u.prefix, reason))
         self._remove_member(ch, u)
 
     def part_all(self, sid: int) -> None:
@@ -723,7 +742,7 @@ class Registry:
         if "t" in ch.modes and "o" not in ch.members[sid]:
             raise fail(numerics.ERR_CHANOPRIVSNEEDED, ch.name, text="You're not channel operator")
         ch.topic, ch.topic_by, ch.topic_at = text, u.prefix, now
-        self.emit(ch.workers, ("T", ch.key, ch.name, u.prefix, text))
+        self.emit(ch.workers, TopicChanged(ch.key, ch.name, u.prefix, text))
         self._save(ch)
         return None
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 MIGRATIONS: list[str] = [
     # 1: accounts, registered channels, history
@@ -146,40 +146,34 @@ class Store:
                 out[key]["access"][account] = level
         return out
 
-    def save_channel(self, key: str, info: dict[str, Any]) -> None:
-        with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute(
-                "INSERT OR REPLACE INTO channels"
-                " (key, name, founder, topic, topic_by, topic_at, modes, history, created) VALUES (?,?,?,?,?,?,?,?,?)",
-                (key, info["name"], info["founder"], info["topic"], info["topic_by"], info["topic_at"],
-                 info["modes"], int(info["history"]), info["created"]))
-            self.conn.execute("DELETE FROM channel_access WHERE key=?", (key,))
-            self.conn.executemany("INSERT INTO channel_access (key, account, level) VALUES (?,?,?)",
-                                  [(key, a, lvl) for a, lvl in info["access"].items()])
-            self.conn.execute("COMMIT")
-
-    def drop_channel(self, key: str) -> None:
-        with self.lock:
-            self.conn.execute("DELETE FROM channels WHERE key=?", (key,))
-            self.conn.execute("DELETE FROM channel_access WHERE key=?", (key,))
-
-    # -- history --------------------------------------------------------------
     def last_history_id(self) -> int:
         with self.lock:
             return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()[0])
 
-    def append_history(self, rows: Sequence[tuple[int, str, str, float, str, str, str]]) -> None:
-        """Rows of (id, target, msgid, time, kind, tags, line), in order, one
-        transaction. The ids come from the bus: they are the bus order."""
-        if not rows:
-            return
+    def commit(self, rows: Sequence[tuple[int, str, str, float, str, str, str]],
+               channels: Sequence[tuple[str, dict[str, Any] | None]]) -> None:
+        """One transaction for what a group of bus batches stored: history rows
+        (id, target, msgid, time, kind, tags, line; the ids are the bus order)
+        and registered channels' records (``None``: dropped), in order."""
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                self.conn.executemany(
-                    "INSERT OR IGNORE INTO history (id, target, msgid, time, kind, tags, line) VALUES (?,?,?,?,?,?,?)",
-                    rows)
+                if rows:
+                    self.conn.executemany(
+                        "INSERT OR IGNORE INTO history (id, target, msgid, time, kind, tags, line)"
+                        " VALUES (?,?,?,?,?,?,?)", rows)
+                for key, info in channels:
+                    self.conn.execute("DELETE FROM channel_access WHERE key=?", (key,))
+                    if info is None:
+                        self.conn.execute("DELETE FROM channels WHERE key=?", (key,))
+                        continue
+                    self.conn.execute(
+                        "INSERT OR REPLACE INTO channels (key, name, founder, topic, topic_by, topic_at, modes,"
+                        " history, created) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (key, info["name"], info["founder"], info["topic"], info["topic_by"], info["topic_at"],
+                         info["modes"], int(info["history"]), info["created"]))
+                    self.conn.executemany("INSERT INTO channel_access (key, account, level) VALUES (?,?,?)",
+                                          [(key, a, lvl) for a, lvl in info["access"].items()])
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
@@ -201,7 +195,7 @@ class Store:
                 limit: int = 100, newest: bool = True) -> list[tuple[int, str, float, str, str]]:
         """(id, msgid, time, tags, line) rows in chronological order. ``newest``
         picks the last ``limit`` rows of the range, else the first."""
-        where, args = ["target=?"], [target]
+        where, args = ["target=?"], [cast(object, target)]
         if before is not None:
             where.append("id<?")
             args.append(before)

@@ -1,24 +1,32 @@
-"""The pub channel: one ordered stream of events, routed to per-worker inboxes.
+"""The pub channel: one ordered stream of records, routed to per-worker inboxes.
 
-A :class:`Bus` lives in the manager process (see :mod:`server.bus.local.manager`). Each
-worker's publisher thread hands it a *batch* of items in one ``publish()`` call;
-the bus applies them in order under one lock, which is what gives every channel
-one order on every worker, and appends what each worker must see to that
-worker's inbox. Each worker's subscriber thread takes its whole inbox with
-``fetch()``.
+A :class:`Bus` lives in the manager process (:mod:`server.bus.local.manager`).
+Each worker's publisher thread hands it a batch of :mod:`server.bus.records`
+in one ``publish()`` call; each worker's subscriber thread takes its whole
+inbox with ``fetch()``.
 
-Items a worker publishes:
+The contract, and how this module keeps it:
 
-* ``("m", sid, target, is_channel, kind, tags_full, tags_time, body)``: a
-  PRIVMSG/NOTICE/TAGMSG (``kind`` is ``"P"``, ``"N"`` or ``"T"``), pre-encoded
-  once by the sender's worker; checked (+n, +m, bans) and routed here.
-* ``("r", sid, token, op, args)``: a registry operation; the result comes back
-  to the publishing worker's inbox as ``("R", token, result)`` *after* every
-  event the operation caused, so the client sees its JOIN before its NAMES.
-
-Items a worker receives: ``D`` (channel delivery), ``U`` (private delivery),
-``X`` (an error for one client), ``R`` (a result), and the state events the
-:class:`~server.state.registry.Registry` emits (``J``, ``P``, ``Q``, ``N``, ``T``...).
+* **One order per channel.** ``publish()`` applies a batch item by item under
+  :attr:`Bus.lock`: registry operations, message checks and routing all happen
+  in that one critical section, so every record lands in the inboxes in one
+  order and every member of a channel, on any worker, sees that channel's lines
+  in the same order. History row ids are given out in that order too.
+* **One completion per token** (see :mod:`server.bus.records`): ``_message`` and
+  ``_request`` put the record carrying the token last among what the item
+  sends to the publishing worker, and an item that fails still gets a
+  :class:`Done` or an error :class:`Result`.
+* **Stored before shown; no disk I/O under the lock.** The locked section does
+  not write to inboxes directly: it builds a :class:`_Job` (the records for
+  each worker, the history rows, the effects such as a registered channel's
+  record or the K-line file) and queues it. The :class:`Committer` thread takes
+  every queued job, writes all their rows and channel records in one SQLite
+  transaction (group commit) and the K-line file, and only then, under the
+  lock again, appends the jobs' records to the inboxes, in queue order. So no
+  client receives a message (its echo or a member's copy) before it is in the
+  database, a slow commit stalls deliveries but never the routing of new
+  batches, and a ``history_barrier`` or a JOIN's replay needs no flush of its
+  own: its result is released after every earlier row is committed.
 """
 
 from __future__ import annotations
@@ -27,10 +35,27 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from server.bus.records import (
+    Begin,
+    ChannelDelivery,
+    Delivered,
+    Done,
+    Effect,
+    Event,
+    PrivateDelivery,
+    Published,
+    Reply,
+    Request,
+    Result,
+    SaveChannel,
+    SaveKlines,
+    Send,
+    Stamp,
+)
 from server.protocol import RemoteProtocolError, numerics
 from server.state import klines
 from server.state.registry import Registry
@@ -47,70 +72,113 @@ OPS = frozenset({
     "chan_register", "chan_drop", "chan_access", "chan_info", "set_history", "history_target",
 })
 
+HistoryRow = tuple[int, str, str, float, str, bytes, bytes]  # id, target, msgid, time, kind, tags, line
+MAX_QUEUED_JOBS = 256  # publishers wait (backpressure) while more jobs than this await their commit
 
-class HistoryWriter(threading.Thread):
-    """Writes history rows in batched transactions, off the delivery path.
 
-    The bus appends rows (in the bus order, so in each channel's one order);
-    this thread writes whatever has gathered every ``interval`` seconds.
-    ``flush()`` writes synchronously (a CHATHISTORY barrier, shutdown)."""
+class _Job:
+    """What one locked section produced: records per worker, rows and effects to
+    store first."""
 
-    def __init__(self, store: Store, interval: float, max_age: float, max_per_target: int,
-                 expire_every: float = 60.0) -> None:
-        super().__init__(name="history-writer", daemon=True)
-        self.store = store
-        self.interval = interval
+    __slots__ = ("effects", "out", "rows")
+
+    def __init__(self) -> None:
+        self.out: dict[int, list[Delivered]] = {}
+        self.rows: list[HistoryRow] = []
+        self.effects: list[Effect] = []
+
+    def box(self, worker: int) -> list[Delivered]:
+        box = self.out.get(worker)
+        if box is None:
+            box = self.out[worker] = []
+        return box
+
+
+class Committer(threading.Thread):
+    """Stores queued jobs (group commit), then releases their records to the inboxes."""
+
+    def __init__(self, bus: Bus, max_age: float, max_per_target: int, expire_every: float) -> None:
+        super().__init__(name="bus-committer", daemon=True)
+        self.bus = bus
         self.max_age = max_age
         self.max_per_target = max_per_target
-        # A deque: appends (bus thread) and pops (writer) are atomic, so a row
-        # appended while a flush is under way is kept for the next one.
-        self.rows: deque[tuple[int, str, str, float, str, bytes, bytes]] = deque()
-        self.lock = threading.Lock()  # one flush at a time: rows reach the database in order
-        self.wake = threading.Event()
-        self.written = 0
-        self.written_id = 0  # the id of the last row committed
         self.expire_every = expire_every
         self.last_expire = time.time()
-
-    def add(self, row: tuple[int, str, str, float, str, bytes, bytes]) -> None:
-        """(id, target, msgid, time, kind, b"@tags ", b"line\\r\\n"), as the bus saw them."""
-        self.rows.append(row)
-
-    def flush(self) -> None:
-        with self.lock:
-            pending = self.rows
-            rows = [(hid, key, msgid, ts, kind, tags[1:-1].decode(), line[:-2].decode())
-                    for hid, key, msgid, ts, kind, tags, line in (pending.popleft() for _ in range(len(pending)))]
-            if rows:
-                self.store.append_history(rows)
-                self.written += len(rows)
-                self.written_id = rows[-1][0]
+        self.written = 0  # history rows committed since start
+        self.commits = 0
+        self.commit_seconds = 0.0
 
     def run(self) -> None:
+        bus = self.bus
         while True:
-            self.wake.wait(self.interval)
-            self.wake.clear()
+            with bus.lock:
+                if not bus.queue:
+                    bus.idle.notify_all()
+                    bus.queued.wait(1.0)
+                jobs = list(bus.queue)
+                bus.queue.clear()
+                bus.committing = bool(jobs)
+            if jobs:
+                self.store(jobs)
+                with bus.lock:
+                    bus.release(jobs)
+                    bus.committing = False
+                    bus.space.notify_all()
+            self.expire()
+
+    def store(self, jobs: list[_Job]) -> None:
+        rows = [(hid, key, msgid, ts, kind, tags[1:-1].decode(), line[:-2].decode())
+                for job in jobs for hid, key, msgid, ts, kind, tags, line in job.rows]
+        channels = [e for job in jobs for e in job.effects if isinstance(e, SaveChannel)]
+        bans = [e for job in jobs for e in job.effects if isinstance(e, SaveKlines)]
+        delay = 0.05
+        while rows or channels:
             try:
-                self.flush()
-                now = time.time()
-                if now - self.last_expire > self.expire_every:
-                    self.last_expire = now
-                    with self.lock:
-                        self.store.expire(self.max_age, self.max_per_target, now)
+                started = time.perf_counter()
+                self.bus.store.commit(rows, [(e.key, e.record) for e in channels])
+                self.commit_seconds += time.perf_counter() - started
+                self.commits += 1
+                self.written += len(rows)
+                break
             except Exception:
-                log.exception("history: write failed; retrying")
-                time.sleep(1)
+                # Nothing of these jobs may be shown before it is stored: retry
+                # (deliveries wait; the publishers feel it as backpressure).
+                log.exception("store: %d history rows not committed; retrying", len(rows))
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        if bans:
+            try:
+                klines.save(self.bus.klines_path, bans[-1].klines)
+            except OSError:
+                log.exception("server bans not saved to %s", self.bus.klines_path)
+
+    def expire(self) -> None:
+        """Retention, every ``expire_every`` seconds (in this thread, off the lock)."""
+        now = time.time()
+        if now - self.last_expire < self.expire_every:
+            return
+        self.last_expire = now
+        if self.max_age or self.max_per_target:
+            try:
+                self.bus.store.expire(self.max_age, self.max_per_target, now)
+            except Exception:
+                log.exception("history: retention failed")
 
 
 class Bus:
-    """Routing and ordering for all workers; every method is thread-safe."""
+    """Routing and ordering for all workers; every public method is thread-safe."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.lock = threading.Lock()
         self.max_inbox = int(settings.get("max_inbox", 100_000))
-        self.inboxes: dict[int, list[tuple[Any, ...]]] = {}
+        self.inboxes: dict[int, list[Delivered]] = {}
         self.ready: dict[int, threading.Condition] = {}
         self.space = threading.Condition(self.lock)
+        self.queued = threading.Condition(self.lock)  # a job was queued (wakes the committer)
+        self.idle = threading.Condition(self.lock)  # the committer found nothing to do
+        self.queue: deque[_Job] = deque()
+        self.committing = False
+        self.job = _Job()  # the job the current locked section fills
         self.registry = Registry(
             self._emit,
             casemapping=settings.get("casemapping", "rfc1459"),
@@ -118,77 +186,99 @@ class Bus:
             max_channels=int(settings.get("max_channels", 0)),
             max_list=int(settings.get("max_list", 100)),
         )
-        self.store = Store(settings.get("data_dir", "data"))
+        data_dir = settings.get("data_dir", "data")
+        self.store = Store(data_dir)
         self.registry.accounts = self.store.account_names()
         self.registry.registered = self.store.channels()
-        self.registry.persist_channel = self._persist_channel
+        self.registry.persist_channel = lambda key, record: self.job.effects.append(SaveChannel(key, record))
         self.history_id = self.store.last_history_id()
-        # channel key -> id of its newest history row, while that row may be unwritten
-        self.history_last: dict[str, int] = {}
         self.registry.history_mark = lambda: self.history_id
-        self.klines_path = Path(settings.get("data_dir", "data")) / klines.FILE
+        self.klines_path = Path(data_dir) / klines.FILE
         self.registry.klines = klines.load(self.klines_path, time.time())
-        self.history = HistoryWriter(self.store, float(settings.get("history_flush", 0.05)),
-                                     float(settings.get("history_max_age", 0)),
-                                     int(settings.get("history_max_per_target", 0)),
-                                     float(settings.get("history_expire_every", 60.0)))
-        self.history.start()
-        self._touched: set[int] = set()
+        self.committer = Committer(self, float(settings.get("history_max_age", 0)),
+                                   int(settings.get("history_max_per_target", 0)),
+                                   float(settings.get("history_expire_every", 60.0)))
+        self.committer.start()
         self.published = 0
         self.batches = 0
         self.registrations = 0
         self.started = time.time()
         self.now = self.started
+        self.handlers: dict[type, Callable[[int, Any], None]] = {Send: self._message, Request: self._request}
 
-    # -- wiring ------------------------------------------------------------
-    def _inbox(self, worker: int) -> list[tuple[Any, ...]]:
+    # -- wiring (lock held) --------------------------------------------------
+    def _inbox(self, worker: int) -> list[Delivered]:
         box = self.inboxes.get(worker)
         if box is None:
             box = self.inboxes[worker] = []
             self.ready[worker] = threading.Condition(self.lock)
         return box
 
-    def _emit(self, workers: Iterable[int], item: tuple[Any, ...]) -> None:
+    def _emit(self, workers: Iterable[int], item: Event) -> None:
+        job = self.job
         for w in workers:
-            self._inbox(w).append(item)
-            self._touched.add(w)
+            job.box(w).append(item)
 
-    # -- the two calls the workers make -----------------------------------
-    def publish(self, worker: int, batch: list[tuple[Any, ...]]) -> int:
-        """Apply a batch in order; return the deepest inbox it touched."""
+    def _queue(self, job: _Job) -> None:
+        """End a locked section: its job waits for its commit in bus order."""
+        self.queue.append(job)
+        self.queued.notify()
+        self.job = _Job()
+
+    def release(self, jobs: list[_Job]) -> None:
+        """After the commit: hand the jobs' records to the inboxes, in order."""
+        touched: set[int] = set()
+        for job in jobs:
+            for w, items in job.out.items():
+                self._inbox(w).extend(items)
+                touched.add(w)
+        for w in touched:
+            self.ready[w].notify()
+
+    # -- the two calls the workers make ---------------------------------------
+    def publish(self, worker: int, batch: list[Published]) -> int:
+        """Apply a batch in order; return the deepest inbox it will touch."""
         with self.lock:
-            self._touched.clear()
+            job = self.job
             self.now = time.time()
-            stamp = None
+            stamp: Stamp | None = None
+            handlers = self.handlers
             for item in batch:
-                try:
-                    kind = item[0]
-                    if kind == "m":
-                        self._message(worker, item)
-                    elif kind == "L":  # ("L", time of publish): passed on for the latency metric
+                handler = handlers.get(type(item))
+                if handler is None:
+                    if isinstance(item, Stamp):
                         stamp = item
                     else:
-                        self._request(worker, item)
+                        log.error("bus: unknown record %r from worker %d", type(item).__name__, worker)
+                    continue
+                try:
+                    handler(worker, item)
                 except Exception:
-                    log.exception("bus: item %r failed", item[:4])
+                    log.exception("bus: %s failed", type(item).__name__)
+                    assert not isinstance(item, Stamp)
+                    token = item.token
+                    if token:  # a completion for every token, whatever happened
+                        job.box(worker).append(Done(item.sid, token) if isinstance(item, Send) else
+                                               Result(token, "err", (numerics.ERR_UNKNOWNERROR, ("*",),
+                                                                     "Internal error")))
             if stamp is not None:
-                for w in self._touched:
-                    self.inboxes[w].append(stamp)
+                for box in job.out.values():
+                    box.append(stamp)
             self.published += len(batch) - (stamp is not None)
             self.batches += 1
-            touched = list(self._touched)
-            for w in touched:
-                self.ready[w].notify()
-            depth = max((len(self.inboxes[w]) for w in touched), default=0)
-            # Bounded inboxes: hold the publisher (and so, upstream, the clients
-            # whose lines it carries) until slow subscribers catch up.
+            touched = list(job.out)
+            self._queue(job)
+            depth = max((len(self.inboxes.get(w, ())) for w in touched), default=0)
+            # Bounded inboxes and commit queue: hold the publisher (and so,
+            # upstream, the clients whose lines it carries) until they drain.
             deadline = time.monotonic() + 5.0
-            while depth > self.max_inbox and time.monotonic() < deadline:
+            while ((depth > self.max_inbox or len(self.queue) > MAX_QUEUED_JOBS)
+                   and time.monotonic() < deadline):
                 self.space.wait(0.1)
                 depth = max((len(self.inboxes.get(w, ())) for w in touched), default=0)
             return depth
 
-    def fetch(self, worker: int, timeout: float = 1.0) -> list[tuple[Any, ...]]:
+    def fetch(self, worker: int, timeout: float = 1.0) -> list[Delivered]:
         """Everything waiting for ``worker`` (blocks up to ``timeout`` for one item)."""
         with self.lock:
             box = self._inbox(worker)
@@ -201,56 +291,28 @@ class Bus:
             self.space.notify_all()
             return box
 
-    # -- administration ----------------------------------------------------
+    # -- administration ---------------------------------------------------------
     def drop_worker(self, worker: int, reason: str = "Connection closed") -> int:
         """A worker died: its clients are gone; others see QUITs at once."""
         with self.lock:
-            self._touched.clear()
             n = self.registry.drop_worker(worker, reason)
+            self.job.out.pop(worker, None)
+            self._queue(self.job)
             self.inboxes[worker] = []
-            for w in self._touched:
-                self.ready[w].notify()
             self.space.notify_all()
             return n
 
-    def store_row(self, key: str, msgid: str, ts: float, kind: str, tags_full: bytes, body: bytes) -> None:
-        """Queue a history row; its id is its place in the bus order."""
-        self.history_id += 1
-        # kept as bytes here (inside the bus lock); the writer decodes them
-        self.history.add((self.history_id, key, msgid, ts, kind, tags_full, body))
-
-    def _note_channel_row(self, key: str) -> None:
-        last = self.history_last
-        last[key] = self.history_id
-        if len(last) > 10_000:  # forget channels whose rows are all written
-            done = self.history.written_id
-            for k in [k for k, v in last.items() if v <= done]:
-                del last[k]
-
-    def _history_ready(self, key: str) -> None:
-        """Make a channel's history readable up to now (a joiner's replay reads
-        it next). Flushes only when a row of that channel is still unwritten, so
-        most joins cost nothing here and none needs a separate barrier request."""
-        last = self.history_last.pop(key, 0)
-        if last > self.history.written_id:
-            self.history.flush()
-
     def flush_history(self) -> int:
-        """Write all pending history now (shutdown); returns rows written so far."""
-        self.history.flush()
-        return self.history.written
-
-    def _persist_channel(self, key: str, record: dict[str, Any] | None) -> None:
-        try:
-            if record is None:
-                self.store.drop_channel(key)
-            else:
-                self.store.save_channel(key, record)
-        except Exception:
-            log.exception("store: channel %s not saved", key)
+        """Wait until every queued job is stored (shutdown); returns rows written."""
+        deadline = time.monotonic() + 10.0
+        with self.lock:
+            while (self.queue or self.committing) and time.monotonic() < deadline:
+                self.idle.wait(0.1)
+        return self.committer.written
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
+            c = self.committer
             return {
                 "published": self.published,
                 "batches": self.batches,
@@ -258,6 +320,10 @@ class Bus:
                 "depth": {w: len(b) for w, b in self.inboxes.items()},
                 "users": len(self.registry.users),
                 "channels": len(self.registry.channels),
+                "commit_queue": len(self.queue),
+                "commits": c.commits,
+                "commit_seconds": c.commit_seconds,
+                "history_written": c.written,
             }
 
     def query(self, op: str, *args: Any) -> Any:
@@ -267,81 +333,85 @@ class Bus:
         with self.lock:
             return getattr(self.registry, op)(*args)
 
-    # -- inside the lock ---------------------------------------------------
-    def _request(self, worker: int, item: tuple[Any, ...]) -> None:
-        _, _sid, token, op, args = item
+    # -- inside the lock -------------------------------------------------------
+    def _store_row(self, key: str, item: Send) -> None:
+        """A history row; its id is its place in the bus order."""
+        self.history_id += 1
+        # kept as bytes here (inside the bus lock); the committer decodes them
+        self.job.rows.append((self.history_id, key, item.msgid, item.time, item.kind, item.tags_full, item.body))
+
+    def _request(self, worker: int, item: Request) -> None:
+        token, op = item.token, item.op
+        job = self.job
+        box = job.box(worker)
+        mark = len(box)
+        result: Result
         try:
             if op == "history_barrier":
-                # Everything published before this request is readable once it returns.
-                self.history.flush()
-                result: tuple[Any, ...] = ("ok", None)
+                # Its result is released after every earlier row is committed.
+                result = Result(token, "ok", None)
             elif op not in OPS:
                 raise ValueError(f"unknown registry operation {op!r}")
             else:
-                result = ("ok", getattr(self.registry, op)(*args))
-                if op == "join" and result[1] is not None and result[1]["history"]:
-                    self._history_ready(result[1]["key"])
+                result = Result(token, "ok", getattr(self.registry, op)(*item.args))
         except RemoteProtocolError as exc:
-            result = ("err", exc.numeric, exc.params, exc.text)
+            result = Result(token, "err", (exc.numeric, exc.params, exc.text))
         except KeyError:
             # The user vanished meanwhile (its worker was dropped); nothing to do.
-            result = ("gone",)
+            result = Result(token, "gone", None)
         except Exception:
             # A bug in one operation must not take the batch (or the bus) down.
             log.exception("bus: operation %s failed", op)
-            result = ("err", numerics.ERR_UNKNOWNERROR, (op.upper(),), "Internal error")
-        if op == "register" and result[0] == "ok":
-            self.registrations += 1
-        elif op in ("kline", "unkline") and result[0] == "ok":
-            try:
-                klines.save(self.klines_path, self.registry.klines)
-            except OSError:
-                log.exception("server bans not saved to %s", self.klines_path)
+            result = Result(token, "err", (numerics.ERR_UNKNOWNERROR, (op.upper(),), "Internal error"))
+        if result.status == "ok":
+            if op == "register":
+                self.registrations += 1
+            elif op in ("kline", "unkline"):
+                job.effects.append(SaveKlines(list(self.registry.klines)))
         if token:
-            self._inbox(worker).append(("R", token, result))
-            self._touched.add(worker)
+            box = job.box(worker)
+            if len(box) > mark:  # events this request caused for its own worker
+                box.insert(mark, Begin(token))
+            box.append(result)
 
-    def _message(self, worker: int, item: tuple[Any, ...]) -> None:
-        _, sid, target, is_channel, kind, tags_full, tags_time, body, msgid, ts = item
+    def _message(self, worker: int, item: Send) -> None:
+        sid, target, kind, token = item.sid, item.target, item.kind, item.token
         reg = self.registry
+        job = self.job
         sender = reg.users.get(sid)
         if sender is not None:
             sender.last_active = self.now
         try:
-            if is_channel:
+            if item.is_channel:
                 ch = reg.channels.get(target)
                 if ch is None:
                     raise RemoteProtocolError(numerics.ERR_NOSUCHCHANNEL, target, text="No such channel")
                 reg.check_send(sid, ch)
-                out = ("D", target, sid, kind, tags_full, tags_time, body)
+                out = ChannelDelivery(target, sid, kind, item.tags_full, item.tags_time, item.body, token)
                 for w in ch.workers:
-                    self._inbox(w).append(out)
-                    self._touched.add(w)
-                if sid not in ch.members and worker not in ch.workers:
-                    self._inbox(worker).append(out)  # the sender's echo
-                    self._touched.add(worker)
-                if ch.history and (kind != "T" or b";+" in tags_full):
-                    self.store_row(ch.key, msgid, ts, kind, tags_full, body)
-                    self._note_channel_row(ch.key)
+                    job.box(w).append(out)
+                if worker not in ch.workers:
+                    job.box(worker).append(out)  # the sender's echo and completion
+                if ch.history and (kind != "T" or b";+" in item.tags_full):
+                    self._store_row(ch.key, item)
             else:
                 to = reg.nicks.get(target)
                 user = reg.users.get(to) if to is not None else None
                 if user is None or not user.registered:
                     raise RemoteProtocolError(numerics.ERR_NOSUCHNICK, target, text="No such nick/channel")
-                out = ("U", to, sid, kind, tags_full, tags_time, body)
-                self._inbox(user.worker).append(out)
-                self._touched.add(user.worker)
+                if user.away is not None and kind == "P":
+                    job.box(worker).append(Reply(sid, numerics.RPL_AWAY, (user.nick,), user.away))
+                delivery = PrivateDelivery(user.sid, sid, kind, item.tags_full, item.tags_time, item.body, token)
+                job.box(user.worker).append(delivery)
                 if user.worker != worker:
-                    self._inbox(worker).append(out)  # the sender's echo
-                    self._touched.add(worker)
-                if kind != "T" or b";+" in tags_full:
+                    job.box(worker).append(delivery)  # the sender's echo and completion
+                if kind != "T" or b";+" in item.tags_full:
                     key = dm_key(reg.identity(sender), reg.identity(user)) if sender is not None else None
                     if key is not None:
-                        self.store_row(key, msgid, ts, kind, tags_full, body)
-                if user.away is not None and kind == "P":
-                    self._inbox(worker).append(("X", sid, numerics.RPL_AWAY, (user.nick,), user.away))
-                    self._touched.add(worker)
+                        self._store_row(key, item)
         except RemoteProtocolError as exc:
+            box = job.box(worker)
             if kind != "N":  # NOTICE never gets an automatic reply
-                self._inbox(worker).append(("X", sid, exc.numeric, exc.params, exc.text))
-                self._touched.add(worker)
+                box.append(Reply(sid, exc.numeric, exc.params, exc.text, token))
+            elif token:
+                box.append(Done(sid, token))

@@ -8,10 +8,12 @@ per-thread connections.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from multiprocessing.managers import BaseManager, BaseProxy
-from typing import Any
+from typing import Any, cast
 
 from server.bus.local.bus import Bus
+from server.bus.records import Delivered, Published
 
 _bus: Bus | None = None
 
@@ -26,26 +28,32 @@ def _get_bus() -> Bus:
     return _bus
 
 
+def _call(proxy: BaseProxy, name: str, args: tuple[Any, ...] = ()) -> Any:
+    """``proxy._callmethod`` (typed as returning nothing in the stubs)."""
+    method: Callable[..., Any] = proxy._callmethod
+    return method(name, args)
+
+
 class BusProxy(BaseProxy):
     _exposed_ = ("publish", "fetch", "drop_worker", "stats", "query", "flush_history")
 
-    def publish(self, worker: int, batch: list[tuple[Any, ...]]) -> int:
-        return self._callmethod("publish", (worker, batch))  # type: ignore[no-any-return]
+    def publish(self, worker: int, batch: list[Published]) -> int:
+        return cast("int", _call(self, "publish", (worker, batch)))
 
-    def fetch(self, worker: int, timeout: float = 1.0) -> list[tuple[Any, ...]]:
-        return self._callmethod("fetch", (worker, timeout))  # type: ignore[no-any-return]
+    def fetch(self, worker: int, timeout: float = 1.0) -> list[Delivered]:
+        return cast("list[Delivered]", _call(self, "fetch", (worker, timeout)))
 
     def drop_worker(self, worker: int, reason: str = "Connection closed") -> int:
-        return self._callmethod("drop_worker", (worker, reason))  # type: ignore[no-any-return]
+        return cast("int", _call(self, "drop_worker", (worker, reason)))
 
     def stats(self) -> dict[str, Any]:
-        return self._callmethod("stats")  # type: ignore[no-any-return]
+        return cast("dict[str, Any]", _call(self, "stats"))
 
     def flush_history(self) -> int:
-        return self._callmethod("flush_history")  # type: ignore[no-any-return]
+        return cast("int", _call(self, "flush_history"))
 
     def query(self, op: str, *args: Any) -> Any:
-        return self._callmethod("query", (op, *args))
+        return _call(self, "query", (op, *args))
 
 
 class ChatManager(BaseManager):
