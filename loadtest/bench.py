@@ -120,7 +120,8 @@ def merge_failures(dicts: list[dict[str, int]]) -> dict[str, int]:
 # phases shared by the scenarios
 
 
-def connect_all(gen: Generator, n: int, ramp: float, prefix: str, timeout: float) -> tuple[int, list[float], dict]:
+def connect_all(gen: Generator, n: int, ramp: float, prefix: str,
+                timeout: float) -> tuple[int, list[float], dict[str, Any]]:
     p = len(gen.pipes)
     cmds = []
     for wid, count in enumerate(split(n, p)):

@@ -41,7 +41,8 @@ def vs_ngircd(name: str, value: float | None, base: float | None) -> str:
 def best_step(r: dict[str, Any], key: str, value: float) -> dict[str, Any] | None:
     for s in r.get("steps", []):
         if s.get(key) == value:
-            return s
+            step: dict[str, Any] = s
+            return step
     return None
 
 

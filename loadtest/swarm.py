@@ -410,7 +410,7 @@ class Swarm:
                 return False
             if now < t0 + duration + gap:
                 return False
-            samples = []
+            samples: list[float] = []
             for c in ready:
                 if c.samples:
                     samples.extend(lat for step, lat in c.samples if step == i)

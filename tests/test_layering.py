@@ -6,6 +6,10 @@
   server.
 * ``import server`` imports nothing; ``import server.protocol`` brings in no
   socket or thread module that the standard library would not load anyway.
+* Inside ``server/``, a module imports only from its own room or the rooms
+  above it in :data:`ROOMS` (``if TYPE_CHECKING:`` imports included): the codec,
+  operations, the bus records, shared state, the bus backends, what commands
+  mean, then the processes that run it all.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "server" / "protocol"
 CLIENT_PACKAGES = ("gui", "loadtest")
+ROOMS = ("server.protocol", "server.ops", "server.bus.records", "server.state", "server.bus", "server.irc",
+         "server.process", "server.main", "server.__main__")
 
 # I/O, threads and clocks: none of these may be imported by the codec itself.
 IO_MODULES = frozenset(
@@ -121,6 +127,27 @@ def client_violations(imports: set[str]) -> list[str]:
     return bad
 
 
+def room(name: str) -> int | None:
+    """The index in ROOMS of the room ``name`` is in (the longest match), or None."""
+    best = None
+    for i, prefix in enumerate(ROOMS):
+        if (name == prefix or name.startswith(prefix + ".")) and (best is None or len(prefix) > len(ROOMS[best])):
+            best = i
+    return best
+
+
+def room_violations(module: str, imports: set[str]) -> list[str]:
+    own = room(module)
+    if own is None:
+        return []
+    bad = []
+    for name in sorted(imports):
+        theirs = room(name)
+        if theirs is not None and theirs > own:
+            bad.append(f"{name} ({ROOMS[theirs]}) is below {ROOMS[own]}")
+    return bad
+
+
 # -- the checker itself --------------------------------------------------------------
 
 
@@ -178,6 +205,23 @@ def test_clients_use_only_server_protocol() -> None:
     files = [p for package in CLIENT_PACKAGES if (ROOT / package).is_dir() for p in python_files(ROOT / package)]
     problems = {str(p.relative_to(ROOT)): client_violations(imports_of(p)) for p in files}
     assert {path: bad for path, bad in problems.items() if bad} == {}
+
+
+def test_server_rooms_import_only_upward() -> None:
+    files = [p for p in python_files(ROOT / "server") if room(module_name(p)) is not None]
+    assert len(files) > 30
+    problems = {str(p.relative_to(ROOT)): room_violations(module_name(p), imports_of(p)) for p in files}
+    assert {path: bad for path, bad in problems.items() if bad} == {}
+    # every module is in a room
+    assert [str(p.relative_to(ROOT)) for p in python_files(ROOT / "server")
+            if room(module_name(p)) is None and p.name != "__init__.py"] == []
+
+
+def test_room_rule_catches_an_upward_import() -> None:
+    assert room_violations("server.state.registry", {"server.process.worker"})
+    assert room_violations("server.irc.channels", {"server.process.session.Session"})
+    assert not room_violations("server.state.registry", {"server.bus.records", "server.protocol"})
+    assert room_violations("server.bus.records", {"server.state.store"})
 
 
 def test_server_package_init_is_empty() -> None:

@@ -21,7 +21,7 @@ from server.protocol import Message, RemoteProtocolError, casefold, is_valid_nic
 from server.protocol import numerics as N
 
 if TYPE_CHECKING:
-    from server.process.session import Session
+    from server.irc.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ MIN_PASSWORD = 6
 
 
 # -- the shared steps ---------------------------------------------------------------
-def check_credentials(s: Session, account: str, password: str) -> str | None:
+def check_credentials(s: Client, account: str, password: str) -> str | None:
     """The account's proper name when the password is right."""
     record = s.worker.get_store().account(casefold(account))
     if record is None or not verify_password(password, record[1]):
@@ -38,7 +38,7 @@ def check_credentials(s: Session, account: str, password: str) -> str | None:
     return record[0]
 
 
-def log_in(s: Session, name: str) -> None:
+def log_in(s: Client, name: str) -> None:
     s.account = name
     if casefold(name) == casefold(s.nick):
         s.protect_deadline = None
@@ -48,7 +48,7 @@ def log_in(s: Session, name: str) -> None:
     log.info("client %s logged in as %s", s.ip, name)
 
 
-def may_register(s: Session) -> str | None:
+def may_register(s: Client) -> str | None:
     """Why ``s`` may not register an account now, or None."""
     policy = s.config.account_registration
     if policy == "off":
@@ -58,7 +58,7 @@ def may_register(s: Session) -> str | None:
     return None
 
 
-def create(s: Session, name: str, password: str, email: str | None) -> str | None:
+def create(s: Client, name: str, password: str, email: str | None) -> str | None:
     """Create the account; None on success, else the FAIL code."""
     if not is_valid_nick(name, s.config.nick_len):
         return "BAD_ACCOUNT_NAME"
@@ -74,7 +74,7 @@ def create(s: Session, name: str, password: str, email: str | None) -> str | Non
 
 # -- REGISTER (draft/account-registration) ----------------------------------------
 @command("REGISTER", 3)
-def register(s: Session, msg: Message) -> None:
+def register(s: Client, msg: Message) -> None:
     account, email, password = msg.params[0], msg.params[1], msg.params[2]
     if account == "*":
         account = s.nick
@@ -95,7 +95,7 @@ def register(s: Session, msg: Message) -> None:
 
 
 # -- SASL PLAIN -----------------------------------------------------------------------
-def sasl_allowed(s: Session) -> bool:
+def sasl_allowed(s: Client) -> bool:
     if s.tls:
         return True
     policy = s.config.sasl_plaintext
@@ -110,7 +110,7 @@ def sasl_allowed(s: Session) -> bool:
 
 
 @command("AUTHENTICATE", 1, pre_registration=True)
-def authenticate(s: Session, msg: Message) -> None:
+def authenticate(s: Client, msg: Message) -> None:
     arg = msg.params[0]
     if arg == "*":
         s.sasl, s.sasl_buf = None, ""
@@ -153,7 +153,7 @@ def authenticate(s: Session, msg: Message) -> None:
 
 
 # -- services -------------------------------------------------------------------------
-def service_reply(s: Session, service: str, text: str) -> None:
+def service_reply(s: Client, service: str, text: str) -> None:
     s.send(Message("NOTICE", (s.nick, text), f"{service}!{service}@services.{s.config.server_name}"))
 
 
@@ -178,7 +178,7 @@ CHANSERV_HELP = [
 ]
 
 
-def nickserv(s: Session, text: str) -> None:
+def nickserv(s: Client, text: str) -> None:
     words = text.split()
     cmd = words[0].upper() if words else "HELP"
     args = words[1:]
@@ -242,7 +242,7 @@ def nickserv(s: Session, text: str) -> None:
             reply(line)
 
 
-def chanserv(s: Session, text: str) -> None:
+def chanserv(s: Client, text: str) -> None:
     words = text.split()
     cmd = words[0].upper() if words else "HELP"
     args = words[1:]
@@ -279,7 +279,7 @@ def chanserv(s: Session, text: str) -> None:
 SERVICES = {"nickserv": nickserv, "chanserv": chanserv}
 
 
-def protect_nick(s: Session, protected: bool) -> None:
+def protect_nick(s: Client, protected: bool) -> None:
     """A registered nick used without logging in: warn, and rename after the grace."""
     grace = s.config.nick_protection_grace
     if not protected or grace <= 0:
@@ -290,7 +290,7 @@ def protect_nick(s: Session, protected: bool) -> None:
                   f"(/msg NickServ IDENTIFY <password>) or it will be changed.")
 
 
-def enforce_protection(s: Session) -> None:
+def enforce_protection(s: Client) -> None:
     """Called by the worker's timer when the grace ran out."""
     s.protect_deadline = None
     if s.account is not None and casefold(s.account) == casefold(s.nick):

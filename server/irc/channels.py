@@ -20,14 +20,14 @@ from server.protocol import (
 )
 
 if TYPE_CHECKING:
-    from server.process.session import Session
+    from server.irc.client import Client
 
 
 log = logging.getLogger(__name__)
 
 # -- channels -------------------------------------------------------------------
 @command("JOIN", 1)
-def join(s: Session, msg: Message) -> None:
+def join(s: Client, msg: Message) -> None:
     if msg.params[0] == "0":
         s.request("part_all", s.sid)
         return
@@ -53,7 +53,7 @@ def join(s: Session, msg: Message) -> None:
             replay_on_join(s, casefold(info["name"]), info["name"], info["history_upto"])
 
 
-def names_replies(s: Session, info: dict[str, Any]) -> list[tuple[str, ...]]:
+def names_replies(s: Client, info: dict[str, Any]) -> list[tuple[str, ...]]:
     multi = "multi-prefix" in s.caps
     uhnames = "userhost-in-names" in s.caps
     entries = []
@@ -82,7 +82,7 @@ def names_replies(s: Session, info: dict[str, Any]) -> list[tuple[str, ...]]:
 
 
 @command("PART", 1)
-def part(s: Session, msg: Message) -> None:
+def part(s: Client, msg: Message) -> None:
     reason = msg.params[1] if len(msg.params) > 1 else ""
     for name in msg.params[0].split(","):
         if name:
@@ -93,7 +93,7 @@ def part(s: Session, msg: Message) -> None:
 
 
 @command("NAMES")
-def names(s: Session, msg: Message) -> None:
+def names(s: Client, msg: Message) -> None:
     if not msg.params:
         s.numeric(N.RPL_ENDOFNAMES, "*", "End of /NAMES list")
         return
@@ -106,7 +106,7 @@ def names(s: Session, msg: Message) -> None:
 
 
 @command("TOPIC", 1)
-def topic(s: Session, msg: Message) -> None:
+def topic(s: Client, msg: Message) -> None:
     name = msg.params[0]
     if len(msg.params) < 2:
         info = s.request("topic", s.sid, name, None, 0.0)
@@ -120,7 +120,7 @@ def topic(s: Session, msg: Message) -> None:
 
 
 @command("LIST")
-def list_(s: Session, msg: Message) -> None:
+def list_(s: Client, msg: Message) -> None:
     masks: list[str] = []
     min_users, max_users = 0, -1
     for param in msg.params[:2]:
@@ -139,7 +139,7 @@ def list_(s: Session, msg: Message) -> None:
 
 
 @command("MODE", 1)
-def mode(s: Session, msg: Message) -> None:
+def mode(s: Client, msg: Message) -> None:
     target = msg.params[0]
     if is_channel(target, "#"):
         channel_mode(s, target, msg.params[1:])
@@ -170,7 +170,7 @@ def mode(s: Session, msg: Message) -> None:
         s.send(Message("MODE", (s.nick, "".join(changed)), s.nick))
 
 
-def channel_mode(s: Session, name: str, args: tuple[str, ...]) -> None:
+def channel_mode(s: Client, name: str, args: tuple[str, ...]) -> None:
     if not args:
         info = s.request("mode_info", s.sid, name)
         s.numerics([(N.RPL_CHANNELMODEIS, info["name"], info["modes"], *info["args"]),
@@ -216,7 +216,7 @@ def channel_mode(s: Session, name: str, args: tuple[str, ...]) -> None:
             s.error(RemoteProtocolError(numeric, *params_, text=text))
 
 
-def show_list(s: Session, name: str, letter: str) -> None:
+def show_list(s: Client, name: str, letter: str) -> None:
     info = s.request("mode_list", s.sid, name, letter)
     item, end, label = {
         "b": (N.RPL_BANLIST, N.RPL_ENDOFBANLIST, "End of channel ban list"),
@@ -230,7 +230,7 @@ def show_list(s: Session, name: str, letter: str) -> None:
 
 
 @command("KICK", 2)
-def kick(s: Session, msg: Message) -> None:
+def kick(s: Client, msg: Message) -> None:
     reason = msg.params[2][: s.config.kick_len] if len(msg.params) > 2 and msg.params[2] else s.nick
     for nick_ in msg.params[1].split(",")[:4]:
         if nick_:
@@ -241,7 +241,7 @@ def kick(s: Session, msg: Message) -> None:
 
 
 @command("INVITE")
-def invite(s: Session, msg: Message) -> None:
+def invite(s: Client, msg: Message) -> None:
     if len(msg.params) < 2:
         # no parameters: the list of channels one is invited to (not kept past use)
         s.numeric(N.RPL_ENDOFINVITELIST, "End of /INVITE list")

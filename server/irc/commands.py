@@ -17,11 +17,11 @@ from server.protocol import (
 )
 
 if TYPE_CHECKING:
-    from server.process.session import Session
+    from server.irc.client import Client
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[["Session", Message], None]
+Handler = Callable[["Client", Message], None]
 
 
 class Command(NamedTuple):

@@ -12,12 +12,12 @@ from server.protocol import LocalProtocolError, Message, RemoteProtocolError
 from server.protocol import numerics as N
 
 if TYPE_CHECKING:
-    from server.process.session import Session
+    from server.irc.client import Client
 
 log = logging.getLogger(__name__)
 
 
-def dispatch(s: Session, msg: Message | RemoteProtocolError) -> None:
+def dispatch(s: Client, msg: Message | RemoteProtocolError) -> None:
     """Run one line from the client as one unit of output (replies in command
     order; see server/process/session.py): a message, or the codec's error for
     a line it could not take."""
@@ -43,7 +43,7 @@ def dispatch(s: Session, msg: Message | RemoteProtocolError) -> None:
         s.end_unit()
 
 
-def run(s: Session, msg: Message) -> None:
+def run(s: Client, msg: Message) -> None:
     verb = msg.verb
     cmd = COMMANDS.get(verb)
     try:

@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from server.process.session import Session
+    from server.irc.client import Client
 
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ CHANNEL_MODES = "beIiklmnostv"
 # CHANMODES types: A (lists), B (always a parameter), C (parameter when set), D (flags)
 LIST_MODES, PARAM_MODES, SET_PARAM_MODES, FLAG_MODES, PREFIX_MODES = "beI", "k", "l", "imnst", "ov"
 
-def isupport(s: Session) -> list[str]:
+def isupport(s: Client) -> list[str]:
     c = s.config
     return [
         f"AWAYLEN={c.away_len}", "CASEMAPPING=rfc1459", f"CHANLIMIT=#:{c.max_channels or ''}",

@@ -17,7 +17,7 @@ from server.irc.messaging import server_time
 from server.protocol import Message, RemoteProtocolError, casefold, parse, unescape_tag_value
 
 if TYPE_CHECKING:
-    from server.process.session import Session
+    from server.irc.client import Client
     from server.state.store import Store
 
 Row = tuple[int, str, float, str, str]
@@ -34,7 +34,7 @@ def fail(code: str, *context: str, text: str) -> RemoteProtocolError:
     return RemoteProtocolError.fail("CHATHISTORY", code, *context, text=text)
 
 
-def render(s: Session, rows: list[Row], batch: str | None) -> list[Message]:
+def render(s: Client, rows: list[Row], batch: str | None) -> list[Message]:
     """Stored rows as messages for this client: the tags it asked for, and the
     batch reference when there is one."""
     out = []
@@ -54,7 +54,7 @@ def render(s: Session, rows: list[Row], batch: str | None) -> list[Message]:
     return out
 
 
-def in_batch(s: Session, kind: str, params: tuple[str, ...], msgs: list[Message]) -> list[Message]:
+def in_batch(s: Client, kind: str, params: tuple[str, ...], msgs: list[Message]) -> list[Message]:
     if "batch" not in s.caps:
         return msgs
 
@@ -65,7 +65,7 @@ def in_batch(s: Session, kind: str, params: tuple[str, ...], msgs: list[Message]
     return [Message("BATCH", ("+" + ref, kind, *params), src), *msgs, Message("BATCH", ("-" + ref,), src)]
 
 
-def replay_on_join(s: Session, key: str, name: str, upto: int) -> None:
+def replay_on_join(s: Client, key: str, name: str, upto: int) -> None:
     """The last lines of a channel for clients without chathistory: those from
     before the JOIN (row ids up to ``upto``, the bus order at the join), so none
     of them also arrives live. The bus made them readable before it answered
@@ -97,7 +97,7 @@ def _position(store: Store, key: str, selector: str, edge: str) -> int | None:
 
 
 @command("CHATHISTORY", 2)
-def chathistory(s: Session, msg: Message) -> None:
+def chathistory(s: Client, msg: Message) -> None:
     sub = msg.params[0].upper()
     cfg = s.config
     params = msg.params
@@ -153,7 +153,7 @@ def chathistory(s: Session, msg: Message) -> None:
     s.emit(in_batch(s, "chathistory", (shown,), render(s, rows, None)))
 
 
-def targets(s: Session, start: str, end: str, limit: int) -> None:
+def targets(s: Client, start: str, end: str, limit: int) -> None:
     try:
         t1 = parse_timestamp(start.partition("=")[2])
         t2 = parse_timestamp(end.partition("=")[2])

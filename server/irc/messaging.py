@@ -22,7 +22,7 @@ from server.protocol import (
 )
 
 if TYPE_CHECKING:
-    from server.process.session import Session
+    from server.irc.client import Client
 
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def server_time(now: float | None = None) -> str:
 
 
 # -- messages (the hot path) ----------------------------------------------------
-def relay(s: Session, msg: Message, kind: str) -> None:
+def relay(s: Client, msg: Message, kind: str) -> None:
     verb = msg.verb
     if not msg.params or not msg.params[0]:
         raise RemoteProtocolError(N.ERR_NORECIPIENT, text=f"No recipient given ({verb})")
@@ -86,12 +86,12 @@ def relay(s: Session, msg: Message, kind: str) -> None:
 
 
 @command("PRIVMSG")
-def privmsg(s: Session, msg: Message) -> None:
+def privmsg(s: Client, msg: Message) -> None:
     relay(s, msg, "P")
 
 
 @command("NOTICE")
-def notice(s: Session, msg: Message) -> None:
+def notice(s: Client, msg: Message) -> None:
     try:
         relay(s, msg, "N")
     except RemoteProtocolError:
@@ -99,7 +99,7 @@ def notice(s: Session, msg: Message) -> None:
 
 
 @command("TAGMSG")
-def tagmsg(s: Session, msg: Message) -> None:
+def tagmsg(s: Client, msg: Message) -> None:
     relay(s, msg, "T")
 
 

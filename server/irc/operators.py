@@ -20,19 +20,19 @@ from server.protocol import (
 )
 
 if TYPE_CHECKING:
-    from server.process.session import Session
+    from server.irc.client import Client
 
 
 log = logging.getLogger(__name__)
 
 # -- operators ------------------------------------------------------------------
-def require_oper(s: Session) -> None:
+def require_oper(s: Client) -> None:
     if "o" not in s.modes:
         raise RemoteProtocolError(N.ERR_NOPRIVILEGES, text="Permission Denied- You're not an IRC operator")
 
 
 @command("OPER", 2)
-def oper(s: Session, msg: Message) -> None:
+def oper(s: Client, msg: Message) -> None:
     name, password = msg.params[0], msg.params[1]
     block = next((b for b in s.config.opers if b.get("name") == name), None)
     if block is None or not verify_password(password, str(block.get("password", ""))):
@@ -50,20 +50,20 @@ def oper(s: Session, msg: Message) -> None:
 
 
 @command("KILL", 1)
-def kill(s: Session, msg: Message) -> None:
+def kill(s: Client, msg: Message) -> None:
     require_oper(s)
     reason = msg.params[1] if len(msg.params) > 1 and msg.params[1] else "No reason"
     s.request("kill", s.sid, msg.params[0], reason)
 
 
 @command("WALLOPS", 1)
-def wallops(s: Session, msg: Message) -> None:
+def wallops(s: Client, msg: Message) -> None:
     require_oper(s)
     s.request("wallops", s.sid, msg.params[0])
 
 
 @command("KLINE")
-def kline(s: Session, msg: Message) -> None:
+def kline(s: Client, msg: Message) -> None:
     """``KLINE [minutes] user@host [:reason]``; no argument lists the bans."""
     require_oper(s)
     params = list(msg.params)
@@ -86,7 +86,7 @@ def kline(s: Session, msg: Message) -> None:
 
 
 @command("UNKLINE", 1)
-def unkline(s: Session, msg: Message) -> None:
+def unkline(s: Client, msg: Message) -> None:
     require_oper(s)
     removed = s.request("unkline", s.sid, msg.params[0])
     text = f"K-Line for {msg.params[0]} removed" if removed else f"No K-Line for {msg.params[0]}"
@@ -94,7 +94,7 @@ def unkline(s: Session, msg: Message) -> None:
 
 
 @command("REHASH")
-def rehash(s: Session, msg: Message) -> None:
+def rehash(s: Client, msg: Message) -> None:
     require_oper(s)
     path = s.config.config or "(no configuration file)"
     s.numeric(N.RPL_REHASHING, path, "Rehashing")

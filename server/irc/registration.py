@@ -20,14 +20,14 @@ from server.protocol import (
 )
 
 if TYPE_CHECKING:
-    from server.process.session import Session
+    from server.irc.client import Client
 
 
 log = logging.getLogger(__name__)
 
 # -- registration ---------------------------------------------------------------
 @command("CAP", 1, pre_registration=True)
-def cap(s: Session, msg: Message) -> None:
+def cap(s: Client, msg: Message) -> None:
     sub = msg.params[0].upper()
     nick = s.nick
     src = s.config.server_name
@@ -68,14 +68,14 @@ def cap(s: Session, msg: Message) -> None:
 
 
 @command("PASS", 1, pre_registration=True)
-def pass_(s: Session, msg: Message) -> None:
+def pass_(s: Client, msg: Message) -> None:
     if s.registered:
         raise RemoteProtocolError(N.ERR_ALREADYREGISTERED, text="You may not reregister")
     s.password = msg.params[0]
 
 
 @command("NICK", 0, pre_registration=True)
-def nick(s: Session, msg: Message) -> None:
+def nick(s: Client, msg: Message) -> None:
     if not msg.params or not msg.params[0]:
         raise RemoteProtocolError(N.ERR_NONICKNAMEGIVEN, text="No nickname given")
     new = msg.params[0]
@@ -95,7 +95,7 @@ def nick(s: Session, msg: Message) -> None:
     _claim_nick(s, new)
 
 
-def _claim_nick(s: Session, new: str) -> None:
+def _claim_nick(s: Client, new: str) -> None:
     _, _, protected = s.request("claim_nick", s.sid, new)
     s.nick = new
     s.nick_claimed = True
@@ -105,7 +105,7 @@ def _claim_nick(s: Session, new: str) -> None:
         protect_nick(s, protected)
 
 
-def flush_nick(s: Session) -> None:
+def flush_nick(s: Client) -> None:
     """Claim a nick that NICK left pending: before any command but USER, and
     before the client's thread waits for more input."""
     new, s.nick_pending = s.nick_pending, None
@@ -118,7 +118,7 @@ def flush_nick(s: Session) -> None:
 
 
 @command("USER", 4, pre_registration=True)
-def user(s: Session, msg: Message) -> None:
+def user(s: Client, msg: Message) -> None:
     if s.registered:
         raise RemoteProtocolError(N.ERR_ALREADYREGISTERED, text="You may not reregister")
     username = "".join(c for c in msg.params[0] if c.isalnum() or c in "-_.[]{}|^`")[: s.config.user_len - 1]
@@ -129,7 +129,7 @@ def user(s: Session, msg: Message) -> None:
     try_register(s)
 
 
-def try_register(s: Session) -> None:
+def try_register(s: Client) -> None:
     if s.registered or not s.user or s.cap_negotiating:
         return
     pending = s.nick_pending
@@ -177,18 +177,18 @@ def try_register(s: Session) -> None:
 
 # -- connection -----------------------------------------------------------------
 @command("PING", 1, pre_registration=True)
-def ping(s: Session, msg: Message) -> None:
+def ping(s: Client, msg: Message) -> None:
     src = s.config.server_name
     s.send(Message("PONG", (src, msg.params[0]), src))
 
 
 @command("PONG", 0, pre_registration=True)
-def pong(s: Session, msg: Message) -> None:
+def pong(s: Client, msg: Message) -> None:
     s.ping_sent = None
 
 
 @command("QUIT", 0, pre_registration=True)
-def quit_(s: Session, msg: Message) -> None:
+def quit_(s: Client, msg: Message) -> None:
     reason = msg.params[0] if msg.params else ""
     reason = f"Quit: {reason}" if reason else "Quit"
     # Forget the client before the socket closes: once a client sees its

@@ -16,13 +16,13 @@ from server.protocol import (
 )
 
 if TYPE_CHECKING:
-    from server.process.session import Session
+    from server.irc.client import Client
 
 
 log = logging.getLogger(__name__)
 
 
-def lusers_replies(s: Session, d: dict[str, Any]) -> list[tuple[str, ...]]:
+def lusers_replies(s: Client, d: dict[str, Any]) -> list[tuple[str, ...]]:
     users = d["users"]
     return [
         (N.RPL_LUSERCLIENT, f"There are {users - d['invisible']} users and {d['invisible']} invisible on 1 servers"),
@@ -35,7 +35,7 @@ def lusers_replies(s: Session, d: dict[str, Any]) -> list[tuple[str, ...]]:
     ]
 
 
-def motd_replies(s: Session) -> list[tuple[str, ...]]:
+def motd_replies(s: Client) -> list[tuple[str, ...]]:
     lines = s.config.motd_lines()
     if lines is None:
         return [(N.ERR_NOMOTD, "MOTD File is missing")]
@@ -47,28 +47,28 @@ def motd_replies(s: Session) -> list[tuple[str, ...]]:
 
 
 @command("LUSERS")
-def lusers(s: Session, msg: Message) -> None:
+def lusers(s: Client, msg: Message) -> None:
     s.numerics(lusers_replies(s, s.request("lusers")))
 
 
 @command("MOTD")
-def motd(s: Session, msg: Message) -> None:
+def motd(s: Client, msg: Message) -> None:
     s.numerics(motd_replies(s))
 
 
 @command("VERSION")
-def version(s: Session, msg: Message) -> None:
+def version(s: Client, msg: Message) -> None:
     s.numerics([(N.RPL_VERSION, VERSION, s.config.server_name, "Chat-room IRC server"), *[
         (N.RPL_ISUPPORT, *isupport(s)[i:i + 12], "are supported by this server") for i in range(0, 24, 12)]])
 
 
 @command("TIME")
-def time_(s: Session, msg: Message) -> None:
+def time_(s: Client, msg: Message) -> None:
     s.numeric(N.RPL_TIME, s.config.server_name, time.strftime("%A %B %d %Y -- %H:%M:%S +00:00", time.gmtime()))
 
 
 @command("ADMIN")
-def admin(s: Session, msg: Message) -> None:
+def admin(s: Client, msg: Message) -> None:
     cfg = s.config
     s.numerics([(N.RPL_ADMINME, cfg.server_name, "Administrative info"),
                 (N.RPL_ADMINLOC1, cfg.admin_location or cfg.network),
@@ -77,7 +77,7 @@ def admin(s: Session, msg: Message) -> None:
 
 
 @command("INFO")
-def info(s: Session, msg: Message) -> None:
+def info(s: Client, msg: Message) -> None:
     lines = [f"{VERSION}: a self-hosted IRC server written in Python.", f"Running since {CREATED}.",
              "Acceptor -> workers (thread per client) -> Manager bus; see docs/architecture.md."]
     s.numerics([*[(N.RPL_INFO, line) for line in lines], (N.RPL_ENDOFINFO, "End of /INFO list")])

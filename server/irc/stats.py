@@ -26,7 +26,7 @@ from server.protocol import Message, RemoteProtocolError
 from server.protocol import numerics as N
 
 if TYPE_CHECKING:
-    from server.process.session import Session
+    from server.irc.client import Client
 
 RPL_STATSDEBUG = "249"
 LETTERS = "pscu"
@@ -87,7 +87,7 @@ def stats_lines(letter: str, report: dict[str, Any] | None, now: float | None = 
 
 
 @command("STATS", 1)
-def stats(s: Session, msg: Message) -> None:
+def stats(s: Client, msg: Message) -> None:
     if "o" not in s.modes:
         raise RemoteProtocolError(N.ERR_NOPRIVILEGES, text="Permission Denied- You're not an IRC operator")
     letter = msg.params[0][:1]

@@ -16,14 +16,14 @@ from server.protocol import (
 )
 
 if TYPE_CHECKING:
-    from server.process.session import Session
+    from server.irc.client import Client
 
 
 log = logging.getLogger(__name__)
 
 # -- users ----------------------------------------------------------------------
 @command("WHOIS", 1)
-def whois(s: Session, msg: Message) -> None:
+def whois(s: Client, msg: Message) -> None:
     target = msg.params[-1].split(",")[0]
     try:
         d = s.request("whois", s.sid, target)
@@ -55,7 +55,7 @@ def whois(s: Session, msg: Message) -> None:
 
 
 @command("WHOWAS", 1)
-def whowas(s: Session, msg: Message) -> None:
+def whowas(s: Client, msg: Message) -> None:
     target = msg.params[0]
     entries = s.request("whowas", target)
     if not entries:
@@ -69,7 +69,7 @@ WHOX_ORDER = "tcuihsnfdlaor"
 
 
 @command("WHO")
-def who(s: Session, msg: Message) -> None:
+def who(s: Client, msg: Message) -> None:
     mask = msg.params[0] if msg.params else "*"
     fields, token = "", ""
     if len(msg.params) > 1 and msg.params[1].startswith("%"):
@@ -100,20 +100,20 @@ def who(s: Session, msg: Message) -> None:
 
 
 @command("ISON", 1)
-def ison(s: Session, msg: Message) -> None:
+def ison(s: Client, msg: Message) -> None:
     nicks = " ".join(msg.params).split()
     s.numeric(N.RPL_ISON, " ".join(s.request("ison", nicks)))
 
 
 @command("USERHOST", 1)
-def userhost(s: Session, msg: Message) -> None:
+def userhost(s: Client, msg: Message) -> None:
     found = s.request("userhost", list(msg.params))
     s.numeric(N.RPL_USERHOST, " ".join(
         f"{n}{'*' if op else ''}={'-' if away else '+'}{u}@{h}" for n, op, away, u, h in found))
 
 
 @command("AWAY")
-def away(s: Session, msg: Message) -> None:
+def away(s: Client, msg: Message) -> None:
     text = msg.params[0][: s.config.away_len] if msg.params and msg.params[0] else None
     s.request("set_away", s.sid, text)
     s.away = text
@@ -124,7 +124,7 @@ def away(s: Session, msg: Message) -> None:
 
 
 @command("SETNAME", 1)
-def setname(s: Session, msg: Message) -> None:
+def setname(s: Client, msg: Message) -> None:
     realname = msg.params[0]
     if not realname or len(realname) > 100:
         raise RemoteProtocolError.fail("SETNAME", "INVALID_REALNAME", text="Realname is not valid")

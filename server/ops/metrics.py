@@ -38,10 +38,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from server.process.worker import Worker
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -114,44 +111,27 @@ def disconnect_reason(reason: str) -> str:
     return "other"
 
 
-def worker_snapshot(worker: Worker) -> dict[str, Any]:
-    st = worker.stats
-    with st.lock:
-        disconnects = dict(st.disconnects)
-    return {
-        "index": worker.index,
-        "time": time.time(),
-        "sessions": len(worker.sessions),
-        "idle_threads": worker.threads.idle_count(),
-        "local_channels": len(worker.channels),
-        "messages_in": {MESSAGE_KINDS[k]: v for k, v in st.messages_in.items()},
-        "deliveries": {"message": worker.deliveries, "event": worker.event_deliveries},
-        "disconnects": disconnects,
-        "batch_size": st.batch_size.snapshot(),
-        "latency": st.latency.snapshot(),
-    }
-
-
-def exchange(worker: Worker) -> None:
-    """Timer thread, once a second: ship a snapshot up, take the latest report."""
-    sock = worker.stats_sock
+def exchange(sock: socket.socket | None, snapshot: dict[str, Any], index: int) -> dict[str, Any] | None:
+    """A worker's timer thread, once a second: ship its snapshot up; return the
+    latest report the supervisor sent down, if any came."""
     if sock is None:
-        return
+        return None
     try:
-        sock.send(pickle.dumps(worker_snapshot(worker)), socket.MSG_DONTWAIT)
+        sock.send(pickle.dumps(snapshot), socket.MSG_DONTWAIT)
     except OSError:
         pass  # full (the supervisor is busy) or gone: the next one will do
+    report = None
     while True:
         try:
             data = sock.recv(1 << 16, socket.MSG_DONTWAIT)
         except OSError:
-            return
+            return report
         if not data:
-            return
+            return report
         try:
-            worker.report = pickle.loads(data)
+            report = pickle.loads(data)
         except Exception:
-            log.warning("worker %d: unreadable report from the supervisor", worker.index)
+            log.warning("worker %d: unreadable report from the supervisor", index)
 
 
 # -- in the supervisor --------------------------------------------------------------

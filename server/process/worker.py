@@ -63,7 +63,7 @@ from server.ops import config as config_mod
 from server.ops import tls as tls_mod
 from server.ops.config import Config
 from server.ops.logs import setup_logging
-from server.ops.metrics import WorkerStats, exchange
+from server.ops.metrics import MESSAGE_KINDS, WorkerStats, exchange
 from server.process.sendq import Writer
 from server.process.session import ConnectionGone, Pending, Session, Unit, handle_client
 from server.process.threads import ClientThreads
@@ -504,12 +504,32 @@ class Worker:
                 del self.channels[key]
                 self.channel_names.pop(key, None)
 
+    def snapshot(self) -> dict[str, Any]:
+        """This worker's figures for the supervisor (server/ops/metrics.py)."""
+        st = self.stats
+        with st.lock:
+            disconnects = dict(st.disconnects)
+        return {
+            "index": self.index,
+            "time": time.time(),
+            "sessions": len(self.sessions),
+            "idle_threads": self.threads.idle_count(),
+            "local_channels": len(self.channels),
+            "messages_in": {MESSAGE_KINDS[k]: v for k, v in st.messages_in.items()},
+            "deliveries": {"message": self.deliveries, "event": self.event_deliveries},
+            "disconnects": disconnects,
+            "batch_size": st.batch_size.snapshot(),
+            "latency": st.latency.snapshot(),
+        }
+
     def timer(self) -> None:
         """Heartbeat, registration timeout, idle PING and ping timeout."""
         cfg = self.config
         while self.running:
             self.heartbeat.value = time.time()
-            exchange(self)
+            report = exchange(self.stats_sock, self.snapshot(), self.index)
+            if report is not None:
+                self.report = report
             now = time.monotonic()
             for s in list(self.sessions.values()):
                 if s.closing is not None:
