@@ -75,6 +75,9 @@ def create(s: Session, name: str, password: str, email: str | None) -> str | Non
 # -- REGISTER (draft/account-registration) ----------------------------------------
 @command("REGISTER", 3)
 def register(s: Session, msg: Message) -> None:
+    """REGISTER <account> <email|*> <password>
+    Creates an account named <account> ("*": your nick) with that password and logs you in.
+    The server's policy may allow this to operators only, or not at all."""
     account, email, password = msg.params[0], msg.params[1], msg.params[2]
     if account == "*":
         account = s.nick
@@ -111,6 +114,9 @@ def sasl_allowed(s: Session) -> bool:
 
 @command("AUTHENTICATE", 1, pre_registration=True)
 def authenticate(s: Session, msg: Message) -> None:
+    """AUTHENTICATE PLAIN
+    Logs in with SASL PLAIN during registration (after CAP REQ :sasl): send
+    AUTHENTICATE PLAIN, then the base64 of "account\\0account\\0password". AUTHENTICATE * aborts."""
     arg = msg.params[0]
     if arg == "*":
         s.sasl, s.sasl_buf = None, ""

@@ -63,6 +63,8 @@ def relay(s: Session, msg: Message, kind: str) -> None:
     tags = {"time": server_time(now), "msgid": msgid}
     if s.account:
         tags["account"] = s.account
+    if "B" in s.modes:
+        tags["bot"] = ""  # IRCv3 bot-mode: sent bare, to message-tags clients only
     tags_time = f"@time={tags['time']} ".encode()
     for key, value in msg.tags.items():
         if key.startswith("+"):
@@ -86,11 +88,15 @@ def relay(s: Session, msg: Message, kind: str) -> None:
 
 @command("PRIVMSG")
 def privmsg(s: Session, msg: Message) -> None:
+    """PRIVMSG <target>{,<target>} <text>
+    Sends a message to a channel or a nick (@#channel or +#channel: its operators or voiced users)."""
     relay(s, msg, "P")
 
 
 @command("NOTICE")
 def notice(s: Session, msg: Message) -> None:
+    """NOTICE <target>{,<target>} <text>
+    Like PRIVMSG, but never answered automatically (not even with an error)."""
     try:
         relay(s, msg, "N")
     except RemoteProtocolError:
@@ -99,6 +105,8 @@ def notice(s: Session, msg: Message) -> None:
 
 @command("TAGMSG")
 def tagmsg(s: Session, msg: Message) -> None:
+    """TAGMSG <target>{,<target>}
+    Sends only client tags (such as +typing) to clients that asked for message-tags."""
     relay(s, msg, "T")
 
 
