@@ -4,6 +4,7 @@ with the bot and its readers on different workers."""
 
 from __future__ import annotations
 
+from server.protocol import Message
 from tests.conftest import Server
 
 
@@ -24,7 +25,7 @@ def test_bot_mode_across_workers(server: Server) -> None:
     bot.send("PRIVMSG #bots :human for now")
     assert "bot" not in tagged.expect("PRIVMSG").tags
     tagged.send("WHOIS robo")
-    whois = []
+    whois: list[Message] = []
     while not whois or whois[-1].verb != "318":
         whois.append(tagged.expect(lambda m: m.verb in ("311", "319", "312", "317", "318", "335")))
     assert "335" not in [m.verb for m in whois]
