@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -238,8 +239,7 @@ def test_trusted_proxy_header_gives_the_real_address(start_server: Start, client
 
 
 def test_websocket_clients_get_the_same_flood_control(start_server: Start, clients: list[WSClient]) -> None:
-    srv = start_server(*WS, "--set", "flood_burst=5", "--set", "flood_rate=1", "--set", "flood_max_delay=1",
-                       "--set", "per_ip_exempt=")
+    srv = start_server(*WS, "--set", "flood_burst=5", "--set", "flood_rate=1", "--set", "flood_max_delay=1")
     web = WSClient(srv)
     clients.append(web)
     web.register("flooder")
@@ -268,6 +268,23 @@ def test_secure_websocket(start_server: Start, tmp_path: Path, clients: list[WSC
     assert tcp.expect("671").params[1] == "secure"  # is using a secure connection
     tcp.send("PRIVMSG secure :over tls")
     assert web.expect(r" PRIVMSG secure ").endswith(":over tls")
+
+
+def test_not_a_websocket_handshake_is_refused(ws_server: Server) -> None:
+    port = ws_port(ws_server)
+    # an IRC client on the wrong port: hung up on, without a word of IRC
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"NICK lost\r\nUSER lost 0 * :Lost\r\n\r\n")
+        assert sock.recv(4096) == b""
+    ws_server.wait_log(r".*left: WebSocket handshake failed: did not receive a valid HTTP request")
+    # plain HTTP without the upgrade: 426, then the server hangs up
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 426 ")
+    ws_server.wait_log(r".*left: WebSocket handshake refused \(426.*")
 
 
 def test_websocket_tls_without_certificate_is_a_clear_error(start_server: Start) -> None:

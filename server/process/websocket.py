@@ -216,6 +216,8 @@ class WebSocketState:
 
     def _close_reason(self) -> str:
         proto = self.proto
+        if proto.state is CONNECTING and proto.handshake_exc is not None:
+            return f"WebSocket handshake failed: {proto.handshake_exc}"
         if proto.parser_exc is not None and not isinstance(proto.parser_exc, EOFError):
             return f"WebSocket error: {proto.parser_exc}"
         rcvd = proto.close_rcvd
