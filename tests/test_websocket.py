@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import ipaddress
 import os
 import re
 import shutil
@@ -24,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from server.process.websocket import WebSocketState, client_address
+from server.protocol import MalformedMessage
 from tests.conftest import Server
 
 Start = Callable[..., Server]
@@ -133,6 +137,10 @@ def test_websocket_and_tcp_clients_talk_across_workers(ws_server: Server, client
     # one trailing line ending is forgiven (many clients send one)
     web.send("PRIVMSG tcpy :direct\r\n")
     assert tcp.expect("PRIVMSG").params == ("tcpy", "direct")
+    # a message in fragments is one line; pings are answered
+    web.conn.send(["PRIVMSG tcpy ", ":in ", "fragments"])
+    assert tcp.expect("PRIVMSG").params == ("tcpy", "in fragments")
+    assert web.conn.ping(b"x").wait(10)
     # every message the server sent was a single line without CRLF (checked in line())
     assert all(isinstance(m, str) for m in web.seen)
 
@@ -290,6 +298,59 @@ def test_not_a_websocket_handshake_is_refused(ws_server: Server) -> None:
 def test_websocket_tls_without_certificate_is_a_clear_error(start_server: Start) -> None:
     with pytest.raises(AssertionError, match="websocket_tls needs tls_cert"):
         start_server(*WS, "--set", "websocket_tls=true")
+
+
+# -- the sans-I/O layer on its own ---------------------------------------------------
+
+PROXIES = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
+
+
+@pytest.mark.parametrize(
+    ("peer", "header", "expected"),
+    [
+        ("10.0.0.1", "203.0.113.7", "203.0.113.7"),
+        ("10.0.0.1", "198.51.100.1, 203.0.113.7", "203.0.113.7"),  # the rightmost untrusted hop
+        ("10.0.0.1", "203.0.113.7, 10.0.0.9", "203.0.113.7"),  # through two of our proxies
+        ("10.0.0.1", "2001:db8::5", "2001:db8::5"),
+        ("10.0.0.1", "10.0.0.2, 10.0.0.3", "10.0.0.1"),  # only proxies: keep the peer
+        ("10.0.0.1", "unknown", "10.0.0.1"),
+        ("10.0.0.1", "203.0.113.7:443", "10.0.0.1"),
+        ("10.0.0.1", "", "10.0.0.1"),
+        ("192.0.2.9", "203.0.113.7", "192.0.2.9"),  # not a trusted proxy: the header means nothing
+        ("fd00::1", "203.0.113.8", "203.0.113.8"),
+    ],
+)
+def test_client_address(peer: str, header: str, expected: str) -> None:
+    headers = Headers({"X-Forwarded-For": header} if header else {})
+    assert client_address(peer, headers, PROXIES, "X-Forwarded-For") == expected
+    assert client_address(peer, headers, [], "X-Forwarded-For") == peer
+
+
+def handshake_request(protocols: str = "text.ircv3.net") -> bytes:
+    return ("GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: {protocols}\r\n\r\n").encode()
+
+
+def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A client frame (clients must mask), built by hand: what the library would refuse to send."""
+    mask = b"\x01\x02\x03\x04"
+    head = bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)])
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def test_websocket_state_lines_and_refusals() -> None:
+    ws = WebSocketState("127.0.0.1")
+    lines, out = ws.receive(handshake_request("binary.ircv3.net, text.ircv3.net"))
+    assert out.startswith(b"HTTP/1.1 101 ") and ws.open and ws.binary and lines == []
+    lines, _ = ws.receive(masked(0x2, b"NICK a") + masked(0x1, b"PING :x\r\n") + masked(0x1, b"A\nB")
+                          + masked(0x1, b"PRIV", fin=False) + masked(0x0, b"MSG a :b"))
+    assert lines[:2] == [b"NICK a", b"PING :x"]
+    assert isinstance(lines[2], MalformedMessage) and lines[3] == b"PRIVMSG a :b"
+    assert ws.frames(b"PING :1\r\nPING :2\r\n") == b"\x82\x07PING :1\x82\x07PING :2"
+    _, out = ws.receive(masked(0x1, b"\xff"))
+    assert ws.done and ws.reason == "Invalid UTF-8 in a WebSocket text message"
+    assert out[0] == 0x88 and out[2:4] == (1007).to_bytes(2, "big")  # a close frame, code 1007
 
 
 # -- a real browser ---------------------------------------------------------------
