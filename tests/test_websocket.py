@@ -348,7 +348,8 @@ def test_websocket_state_lines_and_refusals() -> None:
     assert lines[:2] == [b"NICK a", b"PING :x"]
     assert isinstance(lines[2], MalformedMessage) and lines[3] == b"PRIVMSG a :b"
     assert ws.frames(b"PING :1\r\nPING :2\r\n") == b"\x82\x07PING :1\x82\x07PING :2"
-    _, out = ws.receive(masked(0x1, b"\xff"))
+    lines, out = ws.receive(masked(0x1, b"\xff") + masked(0x1, b"QUIT"))
+    assert lines == []  # nothing after the bad message counts
     assert ws.done and ws.reason == "Invalid UTF-8 in a WebSocket text message"
     assert out[0] == 0x88 and out[2:4] == (1007).to_bytes(2, "big")  # a close frame, code 1007
 

@@ -163,6 +163,8 @@ class WebSocketState:
             self._end("Connection closed")
         lines: list[bytes | RemoteProtocolError] = []
         for event in proto.events_received():
+            if self.done:
+                break  # the connection failed on an earlier message: nothing after it counts
             if isinstance(event, Request):
                 self._answer(event)
             elif isinstance(event, Frame):
