@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from server.ops.passwords import hash_password
 from server.process.websocket import WebSocketState, client_address
 from server.protocol import MalformedMessage
 from tests.conftest import Server
@@ -244,6 +245,42 @@ def test_trusted_proxy_header_gives_the_real_address(start_server: Start, client
     spoof.register("spoof")
     spoof.send("WHOIS spoof")
     assert "127.0.0.1" in spoof.expect(r" 338 ").split()
+
+
+def test_kline_on_the_forwarded_address(start_server: Start, tmp_path: Path, clients: list[WSClient]) -> None:
+    conf = tmp_path / "ops.toml"
+    conf.write_text(f'[[oper]]\nname = "root"\npassword = "{hash_password("hunter2")}"\n')
+    srv = start_server("--config", str(conf), *WS, "--set", "websocket_proxies=127.0.0.1/32")
+    boss = srv.client("boss")
+    boss.send("OPER root hunter2")
+    boss.expect("381")
+    victim = WSClient(srv, additional_headers={"X-Forwarded-For": "203.0.113.66"})
+    clients.append(victim)
+    victim.register("victim")
+    boss.send("KLINE 5 *@203.0.113.66 :go away")  # the address the proxy vouched for
+    assert "1 clients disconnected" in boss.expect("NOTICE").params[1]
+    assert "K-Lined" in victim.expect(r"^ERROR ")
+    again = WSClient(srv, additional_headers={"X-Forwarded-For": "203.0.113.66"})
+    clients.append(again)
+    again.send("NICK again")
+    again.send("USER again 0 * :again")
+    again.expect(r" 465 ")
+    # the proxy's own address, and other clients behind it, are not banned
+    other = WSClient(srv, additional_headers={"X-Forwarded-For": "203.0.113.67"})
+    clients.append(other)
+    other.register("other")
+
+
+def test_closing_a_websocket_client_sends_error_then_a_close_frame(start_server: Start,
+                                                                    clients: list[WSClient]) -> None:
+    srv = start_server(*WS, "--set", "registration_timeout=1")
+    idle = WSClient(srv)
+    clients.append(idle)
+    idle.send("NICK idle")  # and never USER
+    assert "Registration timed out" in idle.expect(r"^ERROR ", timeout=15)
+    with pytest.raises(ConnectionClosed) as info:
+        idle.line()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1000
 
 
 def test_websocket_clients_get_the_same_flood_control(start_server: Start, clients: list[WSClient]) -> None:
