@@ -10,6 +10,7 @@ thread needs.
 from server.irc import (
     accounts,
     channels,
+    help,
     history,
     messaging,
     operators,
@@ -21,5 +22,5 @@ from server.irc import (
 from server.irc.dispatch import dispatch
 from server.irc.registration import flush_nick
 
-__all__ = ["accounts", "channels", "dispatch", "flush_nick", "history", "messaging", "operators",
+__all__ = ["accounts", "channels", "dispatch", "flush_nick", "help", "history", "messaging", "operators",
            "registration", "server_info", "stats", "users"]

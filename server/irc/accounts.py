@@ -75,6 +75,9 @@ def create(s: Client, name: str, password: str, email: str | None) -> str | None
 # -- REGISTER (draft/account-registration) ----------------------------------------
 @command("REGISTER", 3)
 def register(s: Client, msg: Message) -> None:
+    """REGISTER <account> <email|*> <password>
+    Creates an account named <account> ("*": your nick) with that password and logs you in.
+    The server's policy may allow this to operators only, or not at all."""
     account, email, password = msg.params[0], msg.params[1], msg.params[2]
     if account == "*":
         account = s.nick
@@ -111,6 +114,9 @@ def sasl_allowed(s: Client) -> bool:
 
 @command("AUTHENTICATE", 1, pre_registration=True)
 def authenticate(s: Client, msg: Message) -> None:
+    """AUTHENTICATE PLAIN
+    Logs in with SASL PLAIN during registration (after CAP REQ :sasl): send
+    AUTHENTICATE PLAIN, then the base64 of "account\\0account\\0password". AUTHENTICATE * aborts."""
     arg = msg.params[0]
     if arg == "*":
         s.sasl, s.sasl_buf = None, ""
@@ -182,7 +188,10 @@ def nickserv(s: Client, text: str) -> None:
     words = text.split()
     cmd = words[0].upper() if words else "HELP"
     args = words[1:]
-    reply = lambda t: service_reply(s, "NickServ", t)  # noqa: E731
+
+    def reply(text: str) -> None:
+        service_reply(s, "NickServ", text)
+
     if cmd == "REGISTER" and args:
         if s.account is not None:
             reply(f"You are already logged in as {s.account}.")
@@ -246,7 +255,10 @@ def chanserv(s: Client, text: str) -> None:
     words = text.split()
     cmd = words[0].upper() if words else "HELP"
     args = words[1:]
-    reply = lambda t: service_reply(s, "ChanServ", t)  # noqa: E731
+
+    def reply(text: str) -> None:
+        service_reply(s, "ChanServ", text)
+
     try:
         if cmd == "REGISTER" and args:
             name = s.request("chan_register", s.sid, args[0], time.time())

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # -- channels -------------------------------------------------------------------
 @command("JOIN", 1)
 def join(s: Client, msg: Message) -> None:
+    """JOIN <channel>{,<channel>} [<key>{,<key>}]
+    Joins the channels (a key for those with +k). JOIN 0 leaves every channel."""
     if msg.params[0] == "0":
         s.request("part_all", s.sid)
         return
@@ -83,6 +85,8 @@ def names_replies(s: Client, info: dict[str, Any]) -> list[tuple[str, ...]]:
 
 @command("PART", 1)
 def part(s: Client, msg: Message) -> None:
+    """PART <channel>{,<channel>} [<reason>]
+    Leaves the channels."""
     reason = msg.params[1] if len(msg.params) > 1 else ""
     for name in msg.params[0].split(","):
         if name:
@@ -94,6 +98,8 @@ def part(s: Client, msg: Message) -> None:
 
 @command("NAMES")
 def names(s: Client, msg: Message) -> None:
+    """NAMES [<channel>{,<channel>}]
+    Lists who is in a channel (@ for operators, + for voiced users)."""
     if not msg.params:
         s.numeric(N.RPL_ENDOFNAMES, "*", "End of /NAMES list")
         return
@@ -107,6 +113,8 @@ def names(s: Client, msg: Message) -> None:
 
 @command("TOPIC", 1)
 def topic(s: Client, msg: Message) -> None:
+    """TOPIC <channel> [<topic>]
+    Shows the channel's topic, or sets it ("" clears it). With +t only channel operators set it."""
     name = msg.params[0]
     if len(msg.params) < 2:
         info = s.request("topic", s.sid, name, None, 0.0)
@@ -121,6 +129,8 @@ def topic(s: Client, msg: Message) -> None:
 
 @command("LIST")
 def list_(s: Client, msg: Message) -> None:
+    """LIST [<channel>{,<channel>}|<mask>] [>n|<n]
+    Lists channels with their user counts and topics; >n and <n filter by size."""
     masks: list[str] = []
     min_users, max_users = 0, -1
     for param in msg.params[:2]:
@@ -140,6 +150,9 @@ def list_(s: Client, msg: Message) -> None:
 
 @command("MODE", 1)
 def mode(s: Client, msg: Message) -> None:
+    """MODE <channel> [<modes> [<arguments>]] | MODE <nick> [<modes>]
+    Shows or changes modes. Channel: +b/+e/+I masks, +k key, +l limit, +i +m +n +s +t, +o/+v users.
+    User: +i invisible, +w wallops, +B marks you as a bot (shown in WHOIS and WHO, tagged on your messages)."""
     target = msg.params[0]
     if is_channel(target, "#"):
         channel_mode(s, target, msg.params[1:])
@@ -157,7 +170,7 @@ def mode(s: Client, msg: Message) -> None:
     for c in msg.params[1]:
         if c in "+-":
             on = c == "+"
-        elif c in "iw" or (c == "o" and not on):
+        elif c in "Biw" or (c == "o" and not on):
             if (c in s.modes) != on:
                 (s.modes.add if on else s.modes.discard)(c)
                 s.notify("set_user_mode", s.sid, c, on)
@@ -231,6 +244,8 @@ def show_list(s: Client, name: str, letter: str) -> None:
 
 @command("KICK", 2)
 def kick(s: Client, msg: Message) -> None:
+    """KICK <channel> <nick> [<reason>]
+    Removes someone from a channel (channel operators only)."""
     reason = msg.params[2][: s.config.kick_len] if len(msg.params) > 2 and msg.params[2] else s.nick
     for nick_ in msg.params[1].split(",")[:4]:
         if nick_:
@@ -242,6 +257,8 @@ def kick(s: Client, msg: Message) -> None:
 
 @command("INVITE")
 def invite(s: Client, msg: Message) -> None:
+    """INVITE <nick> <channel>
+    Invites someone to a channel (to a +i channel: channel operators only)."""
     if len(msg.params) < 2:
         # no parameters: the list of channels one is invited to (not kept past use)
         s.numeric(N.RPL_ENDOFINVITELIST, "End of /INVITE list")

@@ -1,12 +1,18 @@
-"""IRC commands as a table: ``COMMANDS[verb] = Command(handler, min_params, pre_registration)``.
+"""IRC commands as a table: ``COMMANDS[verb] = Command(handler, min_params, pre_registration, help)``.
 
 :func:`dispatch` makes the checks once (registered? enough parameters?); each
 handler then does its job and raises ``RemoteProtocolError`` for the client's
 mistakes instead of building error lines.
+
+A handler's docstring is its user-facing help text (what ``HELP <verb>``
+answers, :mod:`server.irc.help`): the first line is the syntax, the others
+say what the command does, in words for users. Every command has one
+(tests/test_help.py), so the help cannot fall behind the table.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 from collections.abc import Callable
@@ -28,6 +34,7 @@ class Command(NamedTuple):
     handler: Handler
     min_params: int = 0
     pre_registration: bool = False
+    help: str = ""  # the handler's docstring: syntax line, then what it does
 
 
 COMMANDS: dict[str, Command] = {}
@@ -35,11 +42,9 @@ COMMANDS: dict[str, Command] = {}
 
 def command(verb: str, min_params: int = 0, pre_registration: bool = False) -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
-        COMMANDS[verb] = Command(fn, min_params, pre_registration)
+        COMMANDS[verb] = Command(fn, min_params, pre_registration, inspect.cleandoc(fn.__doc__ or ""))
         return fn
     return register
-
-
 
 
 _batch_refs = itertools.count(1)

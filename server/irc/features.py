@@ -18,7 +18,7 @@ CAPS = ("account-notify", "account-tag", "away-notify", "batch", "cap-notify", "
         "draft/chathistory", "echo-message", "extended-join", "invite-notify", "labeled-response", "message-tags",
         "multi-prefix", "sasl", "server-time", "setname", "standard-replies", "userhost-in-names")
 CAP_VALUES = {"sasl": "PLAIN", "draft/account-registration": "custom-account-name"}
-USER_MODES = "iow"
+USER_MODES = "Biow"  # B: a bot (IRCv3 bot-mode)
 CHANNEL_MODES = "beIiklmnostv"
 # CHANMODES types: A (lists), B (always a parameter), C (parameter when set), D (flags)
 LIST_MODES, PARAM_MODES, SET_PARAM_MODES, FLAG_MODES, PREFIX_MODES = "beI", "k", "l", "imnst", "ov"
@@ -26,7 +26,7 @@ LIST_MODES, PARAM_MODES, SET_PARAM_MODES, FLAG_MODES, PREFIX_MODES = "beI", "k",
 def isupport(s: Client) -> list[str]:
     c = s.config
     return [
-        f"AWAYLEN={c.away_len}", "CASEMAPPING=rfc1459", f"CHANLIMIT=#:{c.max_channels or ''}",
+        f"AWAYLEN={c.away_len}", "BOT=B", "CASEMAPPING=rfc1459", f"CHANLIMIT=#:{c.max_channels or ''}",
         "CHANMODES=beI,k,l,imnst", f"CHANNELLEN={c.channel_len}", "CHANTYPES=#", "ELIST=MNU", "EXCEPTS=e",
         "INVEX=I", f"KICKLEN={c.kick_len}", f"MAXLIST=beI:{c.max_list}", f"MAXTARGETS={c.max_targets}",
         f"MODES={c.max_modes}", f"NETWORK={c.network}", f"NICKLEN={c.nick_len}", "PREFIX=(ov)@+",

@@ -98,6 +98,10 @@ def _position(store: Store, key: str, selector: str, edge: str) -> int | None:
 
 @command("CHATHISTORY", 2)
 def chathistory(s: Client, msg: Message) -> None:
+    """CHATHISTORY LATEST|BEFORE|AFTER|AROUND <target> <reference> <limit>
+    CHATHISTORY BETWEEN <target> <reference> <reference> <limit>; CHATHISTORY TARGETS <from> <to> <limit>
+    Plays back a channel's or a conversation's past messages (IRCv3 draft/chathistory); a reference is
+    msgid=<id>, timestamp=<time> or * (LATEST only)."""
     sub = msg.params[0].upper()
     cfg = s.config
     params = msg.params

@@ -62,6 +62,8 @@ def relay(s: Client, msg: Message, kind: str) -> None:
     tags = {"time": server_time(now), "msgid": ""}
     if s.account:
         tags["account"] = s.account
+    if "B" in s.modes:
+        tags["bot"] = ""  # IRCv3 bot-mode: sent bare, to message-tags clients only
     tags_time = f"@time={tags['time']} ".encode()
     for key, value in msg.tags.items():
         if key.startswith("+"):
@@ -87,11 +89,15 @@ def relay(s: Client, msg: Message, kind: str) -> None:
 
 @command("PRIVMSG")
 def privmsg(s: Client, msg: Message) -> None:
+    """PRIVMSG <target>{,<target>} <text>
+    Sends a message to a channel or a nick (@#channel or +#channel: its operators or voiced users)."""
     relay(s, msg, "P")
 
 
 @command("NOTICE")
 def notice(s: Client, msg: Message) -> None:
+    """NOTICE <target>{,<target>} <text>
+    Like PRIVMSG, but never answered automatically (not even with an error)."""
     try:
         relay(s, msg, "N")
     except RemoteProtocolError:
@@ -100,6 +106,8 @@ def notice(s: Client, msg: Message) -> None:
 
 @command("TAGMSG")
 def tagmsg(s: Client, msg: Message) -> None:
+    """TAGMSG <target>{,<target>}
+    Sends only client tags (such as +typing) to clients that asked for message-tags."""
     relay(s, msg, "T")
 
 

@@ -33,6 +33,8 @@ def require_oper(s: Client) -> None:
 
 @command("OPER", 2)
 def oper(s: Client, msg: Message) -> None:
+    """OPER <name> <password>
+    Becomes an IRC operator, if an [[oper]] block of the server's configuration matches."""
     name, password = msg.params[0], msg.params[1]
     block = next((b for b in s.config.opers if b.get("name") == name), None)
     if block is None or not verify_password(password, str(block.get("password", ""))):
@@ -51,6 +53,8 @@ def oper(s: Client, msg: Message) -> None:
 
 @command("KILL", 1)
 def kill(s: Client, msg: Message) -> None:
+    """KILL <nick> [<reason>]
+    Disconnects a user (operators only)."""
     require_oper(s)
     reason = msg.params[1] if len(msg.params) > 1 and msg.params[1] else "No reason"
     s.request("kill", s.sid, msg.params[0], reason)
@@ -58,13 +62,17 @@ def kill(s: Client, msg: Message) -> None:
 
 @command("WALLOPS", 1)
 def wallops(s: Client, msg: Message) -> None:
+    """WALLOPS <text>
+    Sends a message to every user with +w (operators only)."""
     require_oper(s)
     s.request("wallops", s.sid, msg.params[0])
 
 
 @command("KLINE")
 def kline(s: Client, msg: Message) -> None:
-    """``KLINE [minutes] user@host [:reason]``; no argument lists the bans."""
+    """KLINE [<minutes>] <user@host> [<reason>]
+    Bans matching users from the server, for that long or for good, and disconnects those online
+    (operators only). KLINE alone lists the bans."""
     require_oper(s)
     params = list(msg.params)
     if not params:
@@ -87,6 +95,8 @@ def kline(s: Client, msg: Message) -> None:
 
 @command("UNKLINE", 1)
 def unkline(s: Client, msg: Message) -> None:
+    """UNKLINE <user@host>
+    Lifts a K-Line (operators only)."""
     require_oper(s)
     removed = s.request("unkline", s.sid, msg.params[0])
     text = f"K-Line for {msg.params[0]} removed" if removed else f"No K-Line for {msg.params[0]}"
@@ -95,6 +105,8 @@ def unkline(s: Client, msg: Message) -> None:
 
 @command("REHASH")
 def rehash(s: Client, msg: Message) -> None:
+    """REHASH
+    Reloads the server's configuration file (operators only)."""
     require_oper(s)
     path = s.config.config or "(no configuration file)"
     s.numeric(N.RPL_REHASHING, path, "Rehashing")

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # -- registration ---------------------------------------------------------------
 @command("CAP", 1, pre_registration=True)
 def cap(s: Client, msg: Message) -> None:
+    """CAP LS [302] | CAP LIST | CAP REQ <capabilities> | CAP END
+    Negotiates IRCv3 capabilities: LS lists what the server offers, REQ asks for some, END finishes."""
     sub = msg.params[0].upper()
     nick = s.nick
     src = s.config.server_name
@@ -69,6 +71,8 @@ def cap(s: Client, msg: Message) -> None:
 
 @command("PASS", 1, pre_registration=True)
 def pass_(s: Client, msg: Message) -> None:
+    """PASS <password>
+    Gives the server password, before NICK and USER."""
     if s.registered:
         raise RemoteProtocolError(N.ERR_ALREADYREGISTERED, text="You may not reregister")
     s.password = msg.params[0]
@@ -76,6 +80,8 @@ def pass_(s: Client, msg: Message) -> None:
 
 @command("NICK", 0, pre_registration=True)
 def nick(s: Client, msg: Message) -> None:
+    """NICK <nick>
+    Chooses your nick, or changes it."""
     if not msg.params or not msg.params[0]:
         raise RemoteProtocolError(N.ERR_NONICKNAMEGIVEN, text="No nickname given")
     new = msg.params[0]
@@ -119,6 +125,8 @@ def flush_nick(s: Client) -> None:
 
 @command("USER", 4, pre_registration=True)
 def user(s: Client, msg: Message) -> None:
+    """USER <username> 0 * <realname>
+    Completes registration, with NICK."""
     if s.registered:
         raise RemoteProtocolError(N.ERR_ALREADYREGISTERED, text="You may not reregister")
     username = "".join(c for c in msg.params[0] if c.isalnum() or c in "-_.[]{}|^`")[: s.config.user_len - 1]
@@ -178,17 +186,23 @@ def try_register(s: Client) -> None:
 # -- connection -----------------------------------------------------------------
 @command("PING", 1, pre_registration=True)
 def ping(s: Client, msg: Message) -> None:
+    """PING <token>
+    Asks the server for a PONG with the same token."""
     src = s.config.server_name
     s.send(Message("PONG", (src, msg.params[0]), src))
 
 
 @command("PONG", 0, pre_registration=True)
 def pong(s: Client, msg: Message) -> None:
+    """PONG <token>
+    Answers the server's PING."""
     s.ping_sent = None
 
 
 @command("QUIT", 0, pre_registration=True)
 def quit_(s: Client, msg: Message) -> None:
+    """QUIT [<reason>]
+    Disconnects; the people who share a channel with you see the reason."""
     reason = msg.params[0] if msg.params else ""
     reason = f"Quit: {reason}" if reason else "Quit"
     # Forget the client before the socket closes: once a client sees its

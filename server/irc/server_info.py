@@ -48,27 +48,38 @@ def motd_replies(s: Client) -> list[tuple[str, ...]]:
 
 @command("LUSERS")
 def lusers(s: Client, msg: Message) -> None:
+    """LUSERS
+    Counts users, operators, unregistered connections and channels."""
     s.numerics(lusers_replies(s, s.request("lusers")))
 
 
 @command("MOTD")
 def motd(s: Client, msg: Message) -> None:
+    """MOTD
+    Shows the message of the day."""
     s.numerics(motd_replies(s))
 
 
 @command("VERSION")
 def version(s: Client, msg: Message) -> None:
+    """VERSION
+    Shows the server's version and the features it advertises (ISUPPORT)."""
+    tokens = isupport(s)
     s.numerics([(N.RPL_VERSION, VERSION, s.config.server_name, "Chat-room IRC server"), *[
-        (N.RPL_ISUPPORT, *isupport(s)[i:i + 12], "are supported by this server") for i in range(0, 24, 12)]])
+        (N.RPL_ISUPPORT, *tokens[i:i + 12], "are supported by this server") for i in range(0, len(tokens), 12)]])
 
 
 @command("TIME")
 def time_(s: Client, msg: Message) -> None:
+    """TIME
+    Shows the server's time."""
     s.numeric(N.RPL_TIME, s.config.server_name, time.strftime("%A %B %d %Y -- %H:%M:%S +00:00", time.gmtime()))
 
 
 @command("ADMIN")
 def admin(s: Client, msg: Message) -> None:
+    """ADMIN
+    Shows who runs this server and how to reach them."""
     cfg = s.config
     s.numerics([(N.RPL_ADMINME, cfg.server_name, "Administrative info"),
                 (N.RPL_ADMINLOC1, cfg.admin_location or cfg.network),
@@ -78,6 +89,8 @@ def admin(s: Client, msg: Message) -> None:
 
 @command("INFO")
 def info(s: Client, msg: Message) -> None:
+    """INFO
+    Shows information about the server software."""
     lines = [f"{VERSION}: a self-hosted IRC server written in Python.", f"Running since {CREATED}.",
              "Acceptor -> workers (thread per client) -> Manager bus; see docs/architecture.md."]
     s.numerics([*[(N.RPL_INFO, line) for line in lines], (N.RPL_ENDOFINFO, "End of /INFO list")])

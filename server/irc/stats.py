@@ -88,6 +88,8 @@ def stats_lines(letter: str, report: dict[str, Any] | None, now: float | None = 
 
 @command("STATS", 1)
 def stats(s: Client, msg: Message) -> None:
+    """STATS p|s|c|u
+    Server statistics (operators only): p processes, s system, c connections, u uptime."""
     if "o" not in s.modes:
         raise RemoteProtocolError(N.ERR_NOPRIVILEGES, text="Permission Denied- You're not an IRC operator")
     letter = msg.params[0][:1]

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # -- users ----------------------------------------------------------------------
 @command("WHOIS", 1)
 def whois(s: Client, msg: Message) -> None:
+    """WHOIS <nick>
+    Shows who someone is: user and host, channels, away message, account, idle time, and whether
+    they are an operator, use TLS or are a bot."""
     target = msg.params[-1].split(",")[0]
     try:
         d = s.request("whois", s.sid, target)
@@ -41,6 +44,8 @@ def whois(s: Client, msg: Message) -> None:
         r.append((N.RPL_AWAY, nick_, d["away"]))
     if d["operator"]:
         r.append((N.RPL_WHOISOPERATOR, nick_, "is an IRC operator"))
+    if "B" in d["modes"]:
+        r.append((N.RPL_WHOISBOT, nick_, "is a bot"))
     if d["account"]:
         r.append((N.RPL_WHOISACCOUNT, nick_, d["account"], "is logged in as"))
     if d["tls"]:
@@ -56,6 +61,8 @@ def whois(s: Client, msg: Message) -> None:
 
 @command("WHOWAS", 1)
 def whowas(s: Client, msg: Message) -> None:
+    """WHOWAS <nick>
+    Shows who recently used a nick that is gone."""
     target = msg.params[0]
     entries = s.request("whowas", target)
     if not entries:
@@ -70,6 +77,9 @@ WHOX_ORDER = "tcuihsnfdlaor"
 
 @command("WHO")
 def who(s: Client, msg: Message) -> None:
+    """WHO <channel>|<mask> [%<fields>[,<token>]]
+    Lists a channel's members or the users matching a mask (flags: H here, G away, * operator,
+    B bot, @ and + channel status). With %fields: WHOX, the fields chosen from tcuihsnfdlaor."""
     mask = msg.params[0] if msg.params else "*"
     fields, token = "", ""
     if len(msg.params) > 1 and msg.params[1].startswith("%"):
@@ -79,7 +89,7 @@ def who(s: Client, msg: Message) -> None:
     r: list[tuple[str, ...]] = []
     now = time.time()
     for row in rows:
-        flags = ("G" if row["away"] else "H") + ("*" if row["oper"] else "")
+        flags = ("G" if row["away"] else "H") + ("*" if row["oper"] else "") + ("B" if row.get("bot") else "")
         prefix = ("@" if "o" in row["modes"] else "") + ("+" if "v" in row["modes"] else "")
         flags += prefix if "multi-prefix" in s.caps else prefix[:1]
         if not fields:
@@ -101,12 +111,16 @@ def who(s: Client, msg: Message) -> None:
 
 @command("ISON", 1)
 def ison(s: Client, msg: Message) -> None:
+    """ISON <nick>{ <nick>}
+    Tells which of these nicks are online."""
     nicks = " ".join(msg.params).split()
     s.numeric(N.RPL_ISON, " ".join(s.request("ison", nicks)))
 
 
 @command("USERHOST", 1)
 def userhost(s: Client, msg: Message) -> None:
+    """USERHOST <nick>{ <nick>}
+    Shows the user@host of up to five nicks."""
     found = s.request("userhost", list(msg.params))
     s.numeric(N.RPL_USERHOST, " ".join(
         f"{n}{'*' if op else ''}={'-' if away else '+'}{u}@{h}" for n, op, away, u, h in found))
@@ -114,6 +128,8 @@ def userhost(s: Client, msg: Message) -> None:
 
 @command("AWAY")
 def away(s: Client, msg: Message) -> None:
+    """AWAY [<message>]
+    Marks you as away with that message; AWAY alone marks you as back."""
     text = msg.params[0][: s.config.away_len] if msg.params and msg.params[0] else None
     s.request("set_away", s.sid, text)
     s.away = text
@@ -125,6 +141,8 @@ def away(s: Client, msg: Message) -> None:
 
 @command("SETNAME", 1)
 def setname(s: Client, msg: Message) -> None:
+    """SETNAME <realname>
+    Changes your real name (IRCv3 setname)."""
     realname = msg.params[0]
     if not realname or len(realname) > 100:
         raise RemoteProtocolError.fail("SETNAME", "INVALID_REALNAME", text="Realname is not valid")

@@ -62,7 +62,14 @@ class Config:
     tls_port: int = 6697
     tls_cert: str = ""
     tls_key: str = ""
-    tls_handshake_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0  # and the WebSocket opening handshake
+    # -- WebSocket (IRCv3 WebSocket: browsers; on when websocket is true)
+    websocket: bool = False
+    websocket_port: int = 8097
+    websocket_tls: bool = False  # wss:// with tls_cert/tls_key on websocket_port (else ws://, e.g. behind a proxy)
+    websocket_origins: list[str] = field(default_factory=list)  # allowed Origin values, * wildcards; empty: any
+    websocket_proxies: list[str] = field(default_factory=list)  # trusted reverse proxies (addresses, networks)
+    websocket_proxy_header: str = "X-Forwarded-For"  # where a trusted proxy names the client's address
     # -- privacy and abuse
     cloak: bool = True  # show other users a keyed hash of each address, not the address
     cloak_key: str = ""  # empty: generated once and kept in data_dir/cloak.key

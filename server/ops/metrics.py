@@ -92,7 +92,7 @@ def disconnect_reason(reason: str) -> str:
     """The metric label for a session's closing reason."""
     if reason.startswith("Quit"):
         return "quit"
-    if reason == "Connection closed" or reason.startswith("Read error"):
+    if reason == "Connection closed" or reason.startswith(("Read error", "WebSocket closed")):
         return "closed"
     if reason == "SendQ exceeded":
         return "sendq"

@@ -3,7 +3,8 @@ connection to the least-loaded worker.
 
 A connection is sent as an fd over that worker's ``SOCK_SEQPACKET`` socketpair
 with ``socket.send_fds`` (data: ``"<ip> <port>"``, plus ``" tls"`` from the TLS
-listener: the worker does the handshake), and the acceptor's own copy
+listener and ``" ws"`` from the WebSocket one: the worker does the handshakes),
+and the acceptor's own copy
 is closed at once. Workers report closed connections on the same socketpair
 (``b"C<ip>"``), which keeps the per-worker load and the per-IP counts right.
 When every worker's socketpair is full (a connection storm), the acceptor holds
@@ -42,8 +43,8 @@ FD_RESERVE = 256
 
 class Acceptor:
     def __init__(self, config: Config, listeners: list[socket.socket], workers: dict[int, socket.socket],
-                 control: socket.socket, counters: Any = None, tls_listeners: list[socket.socket] | None = None
-                 ) -> None:
+                 control: socket.socket, counters: Any = None, tls_listeners: list[socket.socket] | None = None,
+                 ws_listeners: list[tuple[socket.socket, bool]] | None = None) -> None:
         self.config = config
         # shared with the supervisor (server/metrics.py ACCEPTOR_SLOTS): accepted,
         # refused (server full), refused (per IP), refused (no worker took it)
@@ -62,6 +63,7 @@ class Acceptor:
         self.sel = selectors.DefaultSelector()
         self.listening = [(lsock, "listen") for lsock in listeners]
         self.listening += [(lsock, "listen-tls") for lsock in tls_listeners or ()]
+        self.listening += [(lsock, "listen-wss" if tls else "listen-ws") for lsock, tls in ws_listeners or ()]
         for lsock, tag in self.listening:
             lsock.setblocking(False)
             self.sel.register(lsock, selectors.EVENT_READ, tag)
@@ -116,6 +118,8 @@ class Acceptor:
                     self.accept(key.fileobj)  # type: ignore[arg-type]
                 elif tag == "listen-tls":
                     self.accept(key.fileobj, tls=True)  # type: ignore[arg-type]
+                elif tag in ("listen-ws", "listen-wss"):
+                    self.accept(key.fileobj, tls=tag == "listen-wss", ws=True)  # type: ignore[arg-type]
                 elif tag == "control":
                     self.on_control()
                 else:
@@ -124,7 +128,7 @@ class Acceptor:
                     if mask & selectors.EVENT_WRITE:
                         self.flush_held()
 
-    def accept(self, lsock: socket.socket, tls: bool = False) -> None:
+    def accept(self, lsock: socket.socket, tls: bool = False, ws: bool = False) -> None:
         for _ in range(256):
             try:
                 conn, addr = lsock.accept()
@@ -136,8 +140,8 @@ class Acceptor:
             ip, port = addr[0], addr[1]
             keep: socket.socket | None = conn
             try:
-                if not self.hand_over(conn, ip, port, tls):
-                    self.hold(conn, ip, port, tls)
+                if not self.hand_over(conn, ip, port, tls, ws):
+                    self.hold(conn, ip, port, tls, ws)
                     keep = None
             finally:
                 if keep is not None:
@@ -145,10 +149,10 @@ class Acceptor:
             if self.held is not None:
                 return
 
-    def hold(self, conn: socket.socket, ip: str, port: int, tls: bool) -> None:
+    def hold(self, conn: socket.socket, ip: str, port: int, tls: bool, ws: bool = False) -> None:
         """Every worker is busy: keep ``conn``, stop accepting, and wait for a
         hand-off socket to become writable (backpressure, not refusal)."""
-        self.held = (conn, ip, port, self.handoff_data(ip, port, tls))
+        self.held = (conn, ip, port, self.handoff_data(ip, port, tls, ws))
         for lsock, _ in self.listening:
             try:
                 self.sel.unregister(lsock)
@@ -207,7 +211,7 @@ class Acceptor:
                           if t + (now - a) * cfg.conn_rate < burst}
         return ok
 
-    def hand_over(self, conn: socket.socket, ip: str, port: int, tls: bool = False) -> bool:
+    def hand_over(self, conn: socket.socket, ip: str, port: int, tls: bool = False, ws: bool = False) -> bool:
         """Admit (or refuse) and hand over; False when every worker is busy."""
         cfg = self.config
         if self.total >= cfg.max_connections:
@@ -226,7 +230,7 @@ class Acceptor:
             log.info("refused %s:%d: connecting too fast", ip, port)
             self.refuse(conn, "Connecting too fast from your IP address; try again later")
             return True
-        sent = self.dispatch(conn, ip, self.handoff_data(ip, port, tls))
+        sent = self.dispatch(conn, ip, self.handoff_data(ip, port, tls, ws))
         if sent is None and self.workers and all(self.load[w] >= self.per_worker for w in self.workers):
             self.counters[1] += 1
             log.warning("refused %s:%d: every worker is at its open-file limit", ip, port)
@@ -239,8 +243,8 @@ class Acceptor:
         return sent is not False
 
     @staticmethod
-    def handoff_data(ip: str, port: int, tls: bool) -> bytes:
-        return f"{ip} {port} tls".encode() if tls else f"{ip} {port}".encode()
+    def handoff_data(ip: str, port: int, tls: bool, ws: bool = False) -> bytes:
+        return f"{ip} {port}{' tls' if tls else ''}{' ws' if ws else ''}".encode()
 
     def dispatch(self, conn: socket.socket, ip: str, data: bytes) -> bool | None:
         """Send ``conn`` to the least-loaded worker that takes it: True if one
@@ -315,7 +319,8 @@ class Acceptor:
 
 def run_acceptor(config: Config, listeners: list[socket.socket], workers: dict[int, socket.socket],
                  control: socket.socket, close_fds: list[int], ready: Any, counters: Any = None,
-                 tls_listeners: list[socket.socket] | None = None) -> None:
+                 tls_listeners: list[socket.socket] | None = None,
+                 ws_listeners: list[tuple[socket.socket, bool]] | None = None) -> None:
     """Process entry point."""
     for fd in close_fds:
         try:
@@ -324,11 +329,11 @@ def run_acceptor(config: Config, listeners: list[socket.socket], workers: dict[i
             pass
     setup_logging(config, "acceptor")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    acceptor = Acceptor(config, listeners, workers, control, counters, tls_listeners)
+    acceptor = Acceptor(config, listeners, workers, control, counters, tls_listeners, ws_listeners)
 
     def stop(*_: Any) -> None:
         acceptor.running = False
-        for lsock in [*listeners, *(tls_listeners or ())]:
+        for lsock in [*listeners, *(tls_listeners or ()), *(s for s, _ in ws_listeners or ())]:
             try:
                 acceptor.sel.unregister(lsock)
             except (KeyError, ValueError):

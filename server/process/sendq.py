@@ -12,6 +12,11 @@ is encrypted under the output lock (which serializes every use of the OpenSSL
 object, reads included) and the records take the same path as plain bytes.
 Until the handshake completes, plaintext is held back (still counted against
 the SendQ).
+
+A WebSocket client's ``Output`` owns its
+:class:`~server.process.websocket.WebSocketState` the same way: lines become
+frames under the output lock (then TLS records, for ``wss``), and output is
+held until the WebSocket handshake has been answered.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from server.ops.tls import TLSState
+    from server.process.websocket import WebSocketState
+    from server.protocol import RemoteProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +43,10 @@ class Output:
     """One client's socket output with its SendQ."""
 
     __slots__ = ("closed", "held", "held_len", "limit", "lock", "on_overflow", "pending", "pending_len", "sent_bytes",
-                 "sock", "tls", "watched", "writer")
+                 "sock", "tls", "watched", "writer", "ws")
 
     def __init__(self, sock: socket.socket, limit: int, writer: Writer, on_overflow: Callable[[], None],
-                 tls: TLSState | None = None) -> None:
+                 tls: TLSState | None = None, ws: WebSocketState | None = None) -> None:
         self.sock = sock
         self.limit = limit
         self.lock = threading.Lock()
@@ -50,6 +57,7 @@ class Output:
         self.on_overflow = on_overflow
         self.sent_bytes = 0
         self.tls = tls
+        self.ws = ws
         self.held: list[bytes] = []  # TLS: plaintext written before the handshake completed
         self.held_len = 0
         self.watched = False  # registered with the writer (changed under the writer's lock)
@@ -59,20 +67,37 @@ class Output:
         with self.lock:
             if self.closed:
                 return
-            tls = self.tls
-            if tls is None:
+            tls, ws = self.tls, self.ws
+            if tls is None and ws is None:
                 overflow = self._queue(data)
-            elif not tls.done:
+            elif (tls is not None and not tls.done) or (ws is not None and not ws.open):
                 self.held.append(data)
                 self.held_len += len(data)
                 overflow = self.held_len > self.limit
             else:
                 try:
-                    overflow = self._queue(tls.encrypt(data))
+                    overflow = self._queue(self._wire(data))
                 except ssl.SSLError:
                     return  # a broken TLS session: the client's thread sees it and cleans up
         if overflow:
             self.on_overflow()
+
+    def _wire(self, data: bytes) -> bytes:
+        """IRC bytes as they go on the wire: WebSocket frames, TLS records (lock held)."""
+        if self.ws is not None:
+            data = self.ws.frames(data)
+        if self.tls is not None:
+            data = self.tls.encrypt(data)
+        return data
+
+    def _release_held(self) -> bool:
+        """Send what was held back for a handshake (lock held); True if over the SendQ."""
+        if not self.held:
+            return False
+        plain = b"".join(self.held)
+        self.held.clear()
+        self.held_len = 0
+        return self._queue(self._wire(plain))
 
     def _queue(self, data: bytes) -> bool:
         """Send or queue bytes for the wire (lock held); True if over the SendQ."""
@@ -112,11 +137,8 @@ class Output:
                 self._queue(self.tls.outgoing.read())  # the alert that tells the client why
                 raise
             overflow = self._queue(out)
-            if done and self.held:
-                plain = b"".join(self.held)
-                self.held.clear()
-                self.held_len = 0
-                overflow = self._queue(self.tls.encrypt(plain)) or overflow
+            if done and (self.ws is None or self.ws.open):
+                overflow = self._release_held() or overflow
         if overflow:
             self.on_overflow()
         return done
@@ -134,6 +156,28 @@ class Output:
         if overflow:
             self.on_overflow()
         return plain, closed
+
+    # -- WebSocket, for the client's thread ----------------------------------------
+    def ws_receive(self, data: bytes) -> list[bytes | RemoteProtocolError]:
+        """Feed bytes from the client (after TLS; ``b""``: EOF); return the IRC
+        lines (or refusals) that arrived. What the WebSocket layer answers
+        (handshake response, pongs, close) goes out first; once the handshake
+        is answered, what was held back follows."""
+        ws = self.ws
+        assert ws is not None
+        with self.lock:
+            if self.closed:
+                return []
+            lines, out = ws.receive(data)
+            try:
+                overflow = self._queue(self.tls.encrypt(out) if self.tls is not None and out else out)
+                if ws.open:
+                    overflow = self._release_held() or overflow
+            except ssl.SSLError:
+                return lines
+        if overflow:
+            self.on_overflow()
+        return lines
 
     def drain(self) -> None:
         """Send what is pending (called by the writer when the socket is writable).
@@ -175,6 +219,15 @@ class Output:
         """Best effort: one last line (ERROR ...) ahead of whatever is queued."""
         with self.lock:
             if self.closed:
+                return
+            if self.ws is not None:
+                ws = self.ws
+                if ws.open:  # the line, then a close frame, behind what is queued
+                    frames = ws.frames(data) + ws.close("")
+                    try:
+                        self._queue(self.tls.encrypt(frames) if self.tls is not None else frames)
+                    except ssl.SSLError:
+                        pass
                 return
             if self.tls is not None:
                 # Records must stay in sequence: queue behind what is pending.

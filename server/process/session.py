@@ -38,6 +38,7 @@ from server.irc import dispatch, flush_nick
 from server.irc.commands import batch_ref
 from server.ops.tls import TLSState
 from server.process.sendq import Output
+from server.process.websocket import WebSocketState
 from server.protocol import Decoder, Message, RemoteProtocolError, escape_tag_value
 
 if TYPE_CHECKING:
@@ -107,16 +108,17 @@ class Session:
     """A client: its socket, its output, and what the server knows of it."""
 
     def __init__(self, worker: Worker, sock: socket.socket, sid: int, ip: str, port: int,
-                 tls_context: ssl.SSLContext | None = None) -> None:
+                 tls_context: ssl.SSLContext | None = None, websocket: WebSocketState | None = None) -> None:
         self.worker = worker
         self.config = worker.config
         self.sock = sock
         self.sid = sid
         self.ip = ip  # the real address: for bans, operators and logs, never shown to other users
+        self.peer_ip = ip  # the socket's peer (a trusted WebSocket proxy's, else the same): the acceptor's count
         self.port = port
         self.host = worker.cloak(ip)  # what everyone sees
         self.out = Output(sock, self.config.sendq, worker.writer, self._sendq_exceeded,
-                          TLSState(tls_context) if tls_context is not None else None)
+                          TLSState(tls_context) if tls_context is not None else None, websocket)
         self.decoder = Decoder()
         # registration
         self.nick = "*"
@@ -402,6 +404,53 @@ class Session:
         except OSError as exc:
             raise ConnectionGone(f"Read error: {exc.strerror or exc}") from None
 
+    def websocket_handshake(self) -> list[Message | RemoteProtocolError]:
+        """Answer the WebSocket opening handshake within ``tls_handshake_timeout``
+        or raise :class:`ConnectionGone`; then take the client's address from a
+        trusted proxy's header, if any. Returns what arrived with the handshake."""
+        ws = self.out.ws
+        assert ws is not None
+        deadline = time.monotonic() + self.config.tls_handshake_timeout
+        items: list[Message | RemoteProtocolError] = []
+        try:
+            while not ws.open:
+                if ws.done:
+                    raise ConnectionGone(ws.reason)
+                if self.closing is not None:
+                    raise ConnectionGone(self.closing)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(left)
+                data = self.receive()
+                if not data:
+                    raise ConnectionGone("Connection closed during the WebSocket handshake")
+                items = self.decode(data)
+            self.sock.settimeout(None)
+        except TimeoutError:
+            raise ConnectionGone("WebSocket handshake timed out") from None
+        except OSError as exc:
+            raise ConnectionGone(f"Read error: {exc.strerror or exc}") from None
+        if ws.client_ip != self.ip:
+            log.info("client %s:%d is %s (from the proxy's header)", self.ip, self.port, ws.client_ip)
+            self.ip = ws.client_ip
+            self.host = self.worker.cloak(self.ip)
+            self.flood_exempt = self.worker.is_flood_exempt(self.ip)
+        return items
+
+    def decode(self, data: bytes) -> list[Message | RemoteProtocolError]:
+        """The messages in what :meth:`receive` returned: through the WebSocket
+        layer first (one line per message) for a WebSocket client."""
+        if self.out.ws is None:
+            return self.decoder.feed(data)
+        items: list[Message | RemoteProtocolError] = []
+        for line in self.out.ws_receive(data):
+            if isinstance(line, RemoteProtocolError):
+                items.append(line)
+            else:
+                items += self.decoder.feed(line + b"\r\n")
+        return items
+
     def _recv(self) -> bytes:
         n = self.sock.recv_into(self._rview)
         return bytes(self._rview[:n])
@@ -449,22 +498,31 @@ def handle_client(session: Session) -> None:
     """The client's thread: read, parse, act; clean up however it ends."""
     worker = session.worker
     reason = "Connection closed"
+    ws = session.out.ws
+    items: list[Message | RemoteProtocolError] = []
+    data = b""
     try:
-        worker.publish(Request(session.sid, 0, "connect",
-                               (session.sid, worker.index, session.ip, session.host, session.tls)))
+        if ws is None:  # a WebSocket client is announced once its real address is known
+            worker.publish(Request(session.sid, 0, "connect",
+                                   (session.sid, worker.index, session.ip, session.host, session.tls)))
         if session.tls:
             session.tls_handshake()
+        if ws is not None:
+            items = session.websocket_handshake()  # and what came with it
+            worker.publish(Request(session.sid, 0, "connect",
+                                   (session.sid, worker.index, session.ip, session.host, session.tls)))
         while session.closing is None:
-            try:
-                data = session.receive()
-            except OSError as exc:
-                reason = f"Read error: {exc.strerror or exc}"
-                break
-            if not data:
-                break
+            if not items:
+                try:
+                    data = session.receive()
+                except OSError as exc:
+                    reason = f"Read error: {exc.strerror or exc}"
+                    break
+                if not data:
+                    break
+                items = session.decode(data)
             session.last_active = time.monotonic()
             session.ping_sent = None
-            items = session.decoder.feed(data)
             flood = not session.flood_exempt
             # Input that makes no message (empty lines, the discarded tail of an
             # oversized one) is charged by size: one line per 4 KiB.
@@ -480,6 +538,9 @@ def handle_client(session: Session) -> None:
                 dispatch(session, item)
                 if session.is_closing():
                     break
+            items = []
+            if ws is not None and ws.done:  # a close frame, or a broken WebSocket
+                raise ConnectionGone(ws.reason)
             if session.nick_pending is not None and not session.is_closing():
                 session.begin_unit(None)  # the pending NICK's replies are a command's
                 try:

@@ -112,6 +112,20 @@ class Supervisor:
             tsock.set_inheritable(False)
             self.tls_listeners = [tsock]
             self.tls_port = tsock.getsockname()[1]
+        self.ws_listeners: list[tuple[socket.socket, bool]] = []
+        if cfg.websocket:  # IRC over WebSocket, for browsers (server/process/websocket.py)
+            if cfg.websocket_tls and not cfg.tls_cert:
+                print("chatroom-server: websocket_tls needs tls_cert (and tls_key)", file=sys.stderr)
+                raise SystemExit(EXIT_LISTEN_ERROR)
+            try:
+                wsock = socket.create_server((cfg.host, cfg.websocket_port), backlog=4096, reuse_port=False)
+            except OSError as exc:
+                print(f"chatroom-server: cannot listen on {cfg.host}:{cfg.websocket_port}: {exc.strerror or exc}",
+                      file=sys.stderr)
+                raise SystemExit(EXIT_LISTEN_ERROR) from None
+            wsock.set_inheritable(False)
+            self.ws_listeners = [(wsock, cfg.websocket_tls)]
+            self.ws_port = wsock.getsockname()[1]
         if cfg.metrics_port:
             try:
                 self.metrics_server = MetricsServer((cfg.metrics_host, cfg.metrics_port), self.aggregator)
@@ -130,7 +144,8 @@ class Supervisor:
         self.control, acc_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         acceptor_ends = {i: a for i, (a, _) in pairs.items()}
         keep_out_of_workers = [s.fileno() for s in
-                               (*self.listeners, *self.tls_listeners, self.control, acc_control,
+                               (*self.listeners, *self.tls_listeners, *(s for s, _ in self.ws_listeners),
+                                self.control, acc_control,
                                 *acceptor_ends.values())]
         keep_out_of_workers += self.metrics_fds()
         for i, (_, w_end) in pairs.items():
@@ -143,12 +158,12 @@ class Supervisor:
             target=run_acceptor, name="chatroom-acceptor",
             args=(cfg, self.listeners, acceptor_ends, acc_control,
                   [self.control.fileno(), *self.metrics_fds(), *self.stats_fds()], ready, self.acceptor_counters,
-                  self.tls_listeners))
+                  self.tls_listeners, self.ws_listeners))
         self.acceptor.start()
         for a_end in acceptor_ends.values():
             a_end.close()
         acc_control.close()
-        for lsock in [*self.listeners, *self.tls_listeners]:
+        for lsock in [*self.listeners, *self.tls_listeners, *(s for s, _ in self.ws_listeners)]:
             lsock.close()  # the acceptor has them now
         ready.wait(10)
         self.wait_for_workers()
@@ -163,6 +178,8 @@ class Supervisor:
         log.info("listening on %s:%d with %d workers (pid %d)", cfg.host, self.port, cfg.workers, os.getpid())
         if cfg.tls_cert:
             log.info("TLS on %s:%d (certificate %s)", cfg.host, self.tls_port, cfg.tls_cert)
+        if cfg.websocket:
+            log.info("WebSocket on %s:%d (%s)", cfg.host, self.ws_port, "wss" if cfg.websocket_tls else "ws")
 
     def spawn_worker(self, index: int, w_end: socket.socket, close_fds: list[int]) -> None:
         heartbeat = self.ctx.Value("d", 0.0, lock=False)

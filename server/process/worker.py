@@ -67,6 +67,7 @@ from server.ops.metrics import MESSAGE_KINDS, WorkerStats, exchange
 from server.process.sendq import Writer
 from server.process.session import ConnectionGone, Pending, Session, Unit, handle_client
 from server.process.threads import ClientThreads
+from server.process.websocket import WebSocketState
 from server.protocol import Message, RemoteProtocolError
 from server.state.store import Store
 
@@ -106,6 +107,7 @@ class Worker:
         self.cloak_key = cloak_mod.load_key(config)
         self._cloak_exempt = config.networks("cloak_exempt")
         self.tls_context = tls_mod.context_from(config)  # rebuilt on SIGHUP; sessions keep theirs
+        self._ws_proxies = config.networks("websocket_proxies")
         self.deliveries = 0
         self.event_deliveries = 0
         # observability (server/metrics.py): plain counters, a snapshot channel to
@@ -180,7 +182,7 @@ class Worker:
         log.info("client %s:%s (%s) left: %s", session.ip, session.port, session.nick,
                  "Quit" if reason.startswith("Quit:") else reason)
         try:
-            self.handoff.send(b"C" + session.ip.encode())
+            self.handoff.send(b"C" + session.peer_ip.encode())
         except OSError:
             pass
 
@@ -611,9 +613,9 @@ class Worker:
             for fd in fds:
                 os.set_inheritable(fd, False)
                 ip, port, *options = data.decode().split(" ")
-                self.start_session(fd, ip, int(port), "tls" in options)
+                self.start_session(fd, ip, int(port), "tls" in options, "ws" in options)
 
-    def start_session(self, fd: int, ip: str, port: int, tls: bool = False) -> None:
+    def start_session(self, fd: int, ip: str, port: int, tls: bool = False, ws: bool = False) -> None:
         sock = socket.socket(fileno=fd)
         sock.setblocking(True)
         try:  # chat lines are small and interactive: no Nagle delay behind a delayed ACK
@@ -627,7 +629,10 @@ class Worker:
             sock.close()
             self.handoff.send(b"C" + ip.encode())
             return
-        session = Session(self, sock, self.new_sid(), ip, port, self.tls_context if tls else None)
+        cfg = self.config
+        websocket = (WebSocketState(ip, cfg.websocket_origins, self._ws_proxies, cfg.websocket_proxy_header)
+                     if ws else None)
+        session = Session(self, sock, self.new_sid(), ip, port, self.tls_context if tls else None, websocket)
         self.sessions[session.sid] = session
         log.info("client %s:%d connected", ip, port)
         try:
@@ -655,6 +660,7 @@ class Worker:
         self.config = new
         self.threads.keep = new.thread_keep
         self._flood_exempt = new.networks("flood_exempt")
+        self._ws_proxies = new.networks("websocket_proxies")
         setup_logging(new, f"worker-{self.index}")
         for s in list(self.sessions.values()):
             s.config = new

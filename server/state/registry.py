@@ -642,7 +642,7 @@ class Registry:
     def _who_row(self, u: User, channel: str, modes: str) -> dict[str, Any]:
         return {"channel": channel, "user": u.user, "host": u.host, "ip": u.ip, "nick": u.nick,
                 "away": u.away is not None, "oper": "o" in u.modes, "modes": modes, "realname": u.realname,
-                "account": u.account, "idle": u.last_active}
+                "account": u.account, "idle": u.last_active, "bot": "B" in u.modes}
 
     # -- operators -----------------------------------------------------------
     def _require_oper(self, sid: int) -> User:

@@ -19,10 +19,13 @@ The contract, and how this module keeps it:
 * **Stored before shown; no disk I/O under the lock.** The locked section does
   not write to inboxes directly: it builds a :class:`_Job` (the records for
   each worker, the history rows, the effects such as a registered channel's
-  record or the K-line file) and queues it. The :class:`Committer` thread takes
-  every queued job, writes all their rows and channel records in one SQLite
-  transaction (group commit) and the K-line file, and only then, under the
-  lock again, appends the jobs' records to the inboxes, in queue order. So no
+  record or the K-line file) and queues it. Then, off the lock, the publishing
+  thread commits every queued job it finds (group commit: whoever comes first
+  stores the rows of every job queued so far, in one SQLite transaction, plus
+  the K-line file; others queue and return) and only then, under the lock
+  again, appends the jobs' records to the inboxes, in queue order. A job with
+  nothing to store and nothing queued before it is released at once. The
+  :class:`Committer` thread takes what is left over and applies retention. So no
   client receives a message (its echo or a member's copy) before it is in the
   database, a slow commit stalls deliveries but never the routing of new
   batches, and a ``history_barrier`` or a JOIN's replay needs no flush of its
@@ -109,21 +112,17 @@ class Committer(threading.Thread):
         self.commit_seconds = 0.0
 
     def run(self) -> None:
+        """Commit what no publisher took (handed over, or queued by drop_worker),
+        and apply retention when idle."""
         bus = self.bus
         while True:
             with bus.lock:
-                if not bus.queue:
+                if not bus.queue or bus.committing:
                     bus.idle.notify_all()
                     bus.queued.wait(1.0)
-                jobs = list(bus.queue)
-                bus.queue.clear()
-                bus.committing = bool(jobs)
+                jobs = bus.take_jobs()
             if jobs:
-                self.store(jobs)
-                with bus.lock:
-                    bus.release(jobs)
-                    bus.committing = False
-                    bus.space.notify_all()
+                bus.commit(jobs)
             self.expire()
 
     def store(self, jobs: list[_Job]) -> None:
@@ -220,10 +219,41 @@ class Bus:
             job.box(w).append(item)
 
     def _queue(self, job: _Job) -> None:
-        """End a locked section: its job waits for its commit in bus order."""
-        self.queue.append(job)
-        self.queued.notify()
+        """End a locked section: its job waits for its commit in bus order; a
+        job with nothing to store and nothing before it goes straight out."""
         self.job = _Job()
+        if not job.rows and not job.effects and not self.queue and not self.committing:
+            self.release([job])
+            return
+        self.queue.append(job)
+
+    def take_jobs(self) -> list[_Job]:
+        """Become the committer of every queued job (lock held); [] if another
+        thread is committing or nothing waits."""
+        if self.committing or not self.queue:
+            return []
+        jobs = list(self.queue)
+        self.queue.clear()
+        self.committing = True
+        return jobs
+
+    def commit(self, jobs: list[_Job]) -> None:
+        """Store ``jobs`` (lock not held), then release them; take over what was
+        queued meanwhile, twice at most, then leave the rest to the committer
+        thread (so one publisher is not kept committing for everyone)."""
+        for rounds in range(3):
+            self.committer.store(jobs)
+            with self.lock:
+                self.release(jobs)
+                self.space.notify_all()
+                self.committing = False
+                if rounds == 2 or not self.queue:
+                    if self.queue:
+                        self.queued.notify()
+                    else:
+                        self.idle.notify_all()
+                    return
+                jobs = self.take_jobs()
 
     def release(self, jobs: list[_Job]) -> None:
         """After the commit: hand the jobs' records to the inboxes, in order."""
@@ -268,6 +298,10 @@ class Bus:
             self.batches += 1
             touched = list(job.out)
             self._queue(job)
+            jobs = self.take_jobs()  # group commit: the first publisher to come commits for all queued
+        if jobs:
+            self.commit(jobs)
+        with self.lock:
             depth = max((len(self.inboxes.get(w, ())) for w in touched), default=0)
             # Bounded inboxes and commit queue: hold the publisher (and so,
             # upstream, the clients whose lines it carries) until they drain.
@@ -298,6 +332,7 @@ class Bus:
             n = self.registry.drop_worker(worker, reason)
             self.job.out.pop(worker, None)
             self._queue(self.job)
+            self.queued.notify()
             self.inboxes[worker] = []
             self.space.notify_all()
             return n
