@@ -89,7 +89,6 @@ class Config:
     history_replay_lines: int = 20
     history_max_age_days: float = 0.0
     history_max_per_target: int = 10000
-    history_flush: float = 0.05
     history_expire_every: float = 60.0
     chathistory_max: int = 100
     # -- internals
@@ -108,7 +107,7 @@ class Config:
 
     def bus_settings(self) -> dict[str, Any]:
         return {"max_inbox": self.max_inbox, "channel_len": self.channel_len, "max_channels": self.max_channels,
-                "max_list": self.max_list, "data_dir": self.data_dir, "history_flush": self.history_flush,
+                "max_list": self.max_list, "data_dir": self.data_dir,
                 "history_max_age": self.history_max_age_days * 86400,
                 "history_max_per_target": self.history_max_per_target,
                 "history_expire_every": self.history_expire_every}
