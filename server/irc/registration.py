@@ -121,8 +121,10 @@ def flush_nick(s: Session) -> None:
 def user(s: Session, msg: Message) -> None:
     if s.registered:
         raise RemoteProtocolError(N.ERR_ALREADYREGISTERED, text="You may not reregister")
-    username = "".join(c for c in msg.params[0] if c.isalnum() or c in "-_.[]{}|^`")[: s.config.user_len - 1]
-    if not username or not msg.params[3]:
+    # ASCII only: str.isalnum() would also keep "ÿ" and other letters
+    username = "".join(c for c in msg.params[0] if (c.isascii() and c.isalnum()) or c in "-_.[]{}|^`")
+    username = username[: s.config.user_len - 1] or "user"  # nothing usable left: a placeholder
+    if not msg.params[3]:
         raise RemoteProtocolError(N.ERR_NEEDMOREPARAMS, "USER", text="Not enough parameters")
     s.user = "~" + username
     s.realname = msg.params[3]

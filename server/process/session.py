@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from server.irc import dispatch, flush_nick
 from server.ops.tls import TLSState
 from server.process.sendq import Output
-from server.protocol import Decoder, Message, RemoteProtocolError
+from server.protocol import MAX_CLIENT_TAGS, Decoder, Message, RemoteProtocolError
 
 if TYPE_CHECKING:
     from server.process.worker import Worker
@@ -75,7 +75,7 @@ class Session:
         self.host = worker.cloak(ip)  # what everyone sees
         self.out = Output(sock, self.config.sendq, worker.writer, self._sendq_exceeded,
                           TLSState(tls_context) if tls_context is not None else None)
-        self.decoder = Decoder()
+        self.decoder = Decoder(max_tags=MAX_CLIENT_TAGS)  # what a client may send
         # registration
         self.nick = "*"
         self.user = ""

@@ -576,8 +576,12 @@ class Registry:
         self.emit((target.worker,), ("I", target.sid, u.prefix, target.nick, shown))
         return target.nick
 
-    def list_channels(self, sid: int, masks: list[str], min_users: int, max_users: int) -> list[tuple[str, int, str]]:
+    def list_channels(self, sid: int, masks: list[str], min_users: int, max_users: int,
+                      exclude: Iterable[str] = ()) -> list[tuple[str, int, str]]:
+        """LIST: channels matching any of ``masks`` (all when empty), none of
+        ``exclude``, with between ``min_users`` and ``max_users`` (-1: any) members."""
         u = self.users[sid]
+        exclude = list(exclude)
         out = []
         for key, ch in self.channels.items():
             if "s" in ch.modes and key not in u.channels:
@@ -586,6 +590,8 @@ class Registry:
             if n < min_users or (max_users >= 0 and n > max_users):
                 continue
             if masks and not any(mask_match(m, ch.name, self.casemapping) for m in masks):
+                continue
+            if exclude and any(mask_match(m, ch.name, self.casemapping) for m in exclude):
                 continue
             modes = "+" + "".join(sorted(ch.modes))
             out.append((ch.name, n, f"[{modes}] {ch.topic}" if ch.topic else f"[{modes}]"))
@@ -598,10 +604,15 @@ class Registry:
         rows = []
         ch = self.channels.get(self.fold(mask))
         if ch is not None:
-            if "s" in ch.modes and sid not in ch.members and "o" not in asker.modes:
+            member = sid in ch.members or "o" in asker.modes
+            if "s" in ch.modes and not member:
                 return []
             for msid, modes in ch.members.items():
-                rows.append(self._who_row(self.users[msid], ch.name, modes))
+                u = self.users[msid]
+                # to an outsider, a +i member is as hidden as with a mask (Modern IRC: WHO)
+                if not member and "i" in u.modes and not (u.channels & asker.channels):
+                    continue
+                rows.append(self._who_row(u, ch.name, modes))
             return rows
         if mask in ("0", "*", ""):
             mask = "*"
