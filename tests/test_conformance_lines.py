@@ -78,6 +78,7 @@ def test_statusmsg_reaches_only_ops_and_voiced(start_server: Callable[..., Serve
     op.send("PRIVMSG #s :everyone")
     assert plain.expect("PRIVMSG").params == ("#s", "everyone")
     assert voiced.expect("PRIVMSG").params == ("#s", "everyone")
+    assert op.expect("PRIVMSG").params == ("#s", "everyone")  # its echo
     plain.sync()
     voiced.sync()
     assert not [m for m in plain.drain() if m.verb == "PRIVMSG"]

@@ -19,6 +19,7 @@ CAPS = ("account-notify", "account-tag", "away-notify", "batch", "cap-notify", "
         "multi-prefix", "sasl", "server-time", "setname", "standard-replies", "userhost-in-names")
 CAP_VALUES = {"sasl": "PLAIN", "draft/account-registration": "custom-account-name"}
 USER_MODES = "iow"
+STATUSMSG = "@+"  # PRIVMSG @#chan reaches the ops, +#chan the voiced and ops
 CHANNEL_MODES = "beIiklmnostv"
 # CHANMODES types: A (lists), B (always a parameter), C (parameter when set), D (flags)
 LIST_MODES, PARAM_MODES, SET_PARAM_MODES, FLAG_MODES, PREFIX_MODES = "beI", "k", "l", "imnst", "ov"
@@ -30,7 +31,7 @@ def isupport(s: Session) -> list[str]:
         "CHANMODES=beI,k,l,imnst", f"CHANNELLEN={c.channel_len}", "CHANTYPES=#", "ELIST=MNU", "EXCEPTS=e",
         "INVEX=I", f"KICKLEN={c.kick_len}", f"MAXLIST=beI:{c.max_list}", f"MAXTARGETS={c.max_targets}",
         f"MODES={c.max_modes}", f"NETWORK={c.network}", f"NICKLEN={c.nick_len}", "PREFIX=(ov)@+",
-        "SAFELIST", "STATUSMSG=@+", f"CHATHISTORY={c.chathistory_max}", "MSGREFTYPES=msgid,timestamp",
+        "SAFELIST", f"STATUSMSG={STATUSMSG}", f"CHATHISTORY={c.chathistory_max}", "MSGREFTYPES=msgid,timestamp",
         f"TARGMAX=PRIVMSG:{c.max_targets},NOTICE:{c.max_targets},TAGMSG:{c.max_targets},JOIN:,PART:,KICK:1,WHOIS:1",
         f"TOPICLEN={c.topic_len}", f"USERLEN={c.user_len}", "UTF8ONLY", "WHOX",
     ]

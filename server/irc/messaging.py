@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from server.irc.accounts import SERVICES
 from server.irc.commands import command
+from server.irc.features import STATUSMSG
 from server.protocol import (
     Message,
     RemoteProtocolError,
@@ -72,13 +73,18 @@ def relay(s: Session, msg: Message, kind: str) -> None:
     for target in targets:
         if not target:
             continue
-        chan = is_channel(target, "#")
-        fold = casefold(target)
+        # STATUSMSG (``@#chan``, ``+#chan``): the bus sends it to the members with
+        # at least that prefix; the status mark stays in front of the folded name
+        status = target[0] if target[0] in STATUSMSG and is_channel(target[1:], "#") else ""
+        name = target[len(status):]
+        chan = is_channel(name, "#")
+        fold = casefold(name)
         if not chan and fold in SERVICES:
             if kind == "P":
                 SERVICES[fold](s, msg.params[1])
             continue
-        shown = worker.channel_names.get(fold, target) if chan else target
+        shown = status + worker.channel_names.get(fold, name) if chan else target
+        fold = status + fold
         params = (shown,) if kind == "T" else (shown, msg.params[1])
         body = Message(verb, params, prefix).to_bytes()
         worker.publish(("m", s.sid, fold, chan, kind, tags_full, tags_time, body, msgid, now))

@@ -308,7 +308,22 @@ class Bus:
         if sender is not None:
             sender.last_active = self.now
         try:
-            if is_channel:
+            if is_channel and target[0] in "@+":
+                # STATUSMSG: to each member with at least that prefix, one at a time
+                # (sender 0: no echo per copy); the sender's echo once; no history
+                ch = reg.channels.get(target[1:])
+                if ch is None:
+                    raise RemoteProtocolError(numerics.ERR_NOSUCHCHANNEL, target[1:], text="No such channel")
+                reg.check_send(sid, ch)
+                wanted = "o" if target[0] == "@" else "ov"
+                for msid, modes in ch.members.items():
+                    if msid != sid and any(m in modes for m in wanted):
+                        w = reg.users[msid].worker
+                        self._inbox(w).append(("U", msid, 0, kind, tags_full, tags_time, body))
+                        self._touched.add(w)
+                self._inbox(worker).append(("U", sid, sid, kind, tags_full, tags_time, body))
+                self._touched.add(worker)
+            elif is_channel:
                 ch = reg.channels.get(target)
                 if ch is None:
                     raise RemoteProtocolError(numerics.ERR_NOSUCHCHANNEL, target, text="No such channel")
