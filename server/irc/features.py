@@ -17,7 +17,7 @@ CREATED = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 CAPS = ("account-notify", "account-tag", "away-notify", "batch", "cap-notify", "draft/account-registration",
         "draft/chathistory", "echo-message", "extended-join", "invite-notify", "labeled-response", "message-tags",
         "multi-prefix", "sasl", "server-time", "setname", "standard-replies", "userhost-in-names")
-CAP_VALUES = {"sasl": "PLAIN", "draft/account-registration": "custom-account-name"}
+CAP_VALUES = {"sasl": "PLAIN"}  # draft/account-registration: from the settings (accounts.registration_keys)
 USER_MODES = "iow"
 STATUSMSG = "@+"  # PRIVMSG @#chan reaches the ops, +#chan the voiced and ops
 CHANNEL_MODES = "beIiklmnostv"

@@ -46,8 +46,10 @@ def render(s: Session, rows: list[Row], batch: str | None) -> list[Message]:
         if full:
             msg.tags = dict(item.partition("=")[::2] for item in tags.split(";") if item)
             msg.tags = {k: unescape_tag_value(v) for k, v in msg.tags.items()}
-        elif s.tagmode == 1:
-            msg.tags = {"time": next((t[5:] for t in tags.split(";") if t.startswith("time=")), "")}
+        elif s.tagmode:
+            kept = [t.partition("=") for t in tags.split(";")]
+            want = {"time"} if s.tagmode == 1 else {"account", "time"} if "server-time" in s.caps else {"account"}
+            msg.tags = {k: unescape_tag_value(v) for k, _, v in kept if k in want}
         if batch is not None:
             msg.tags["batch"] = batch
         out.append(msg)

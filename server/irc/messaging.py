@@ -3,6 +3,7 @@ to the bus, which checks and routes it (server/bus/local/bus.py)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -45,6 +46,20 @@ def server_time(now: float | None = None) -> str:
     if cached[0] != whole:
         cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
     return f"{cached[1]}.{int(now * 1000) % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _some_tags(tags_full: bytes, with_time: bool) -> bytes:
+    kept = [t for t in tags_full[1:-1].split(b";")
+            if t.startswith(b"account=") or (with_time and t.startswith(b"time="))]
+    return b"@" + b";".join(kept) + b" " if kept else b""
+
+
+def some_tags(caps: set[str], tags_full: bytes) -> bytes:
+    """The tag section for a client with ``account-tag`` but not ``message-tags``:
+    the account (and the time, with ``server-time``), nothing else. Cached, as one
+    message reaches many such clients in a row."""
+    return _some_tags(tags_full, "server-time" in caps)
 
 
 # -- messages (the hot path) ----------------------------------------------------

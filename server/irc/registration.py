@@ -6,7 +6,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from server.irc.accounts import protect_nick
+from server.irc.accounts import protect_nick, registration_keys
 from server.irc.commands import command
 from server.irc.features import CAP_VALUES, CAPS, CHANNEL_MODES, CREATED, USER_MODES, VERSION, isupport
 from server.irc.server_info import lusers_replies, motd_replies
@@ -39,7 +39,8 @@ def cap(s: Session, msg: Message) -> None:
         if s.cap_version >= 302:
             s.caps.add("cap-notify")
         if s.cap_version >= 302:
-            offered = " ".join(f"{c}={CAP_VALUES[c]}" if c in CAP_VALUES else c for c in CAPS)
+            values = {**CAP_VALUES, "draft/account-registration": ",".join(registration_keys(s))}
+            offered = " ".join(f"{c}={values[c]}" if values.get(c) else c for c in CAPS)
         else:
             offered = " ".join(CAPS)
         s.send(Message("CAP", (nick, "LS", offered), src))

@@ -88,7 +88,7 @@ class Session:
         self.cap_version = 0
         self.caps: set[str] = set()
         # delivery flags, derived from caps (read by the subscriber on the hot path)
-        self.tagmode = 0  # 0: no tags, 1: server-time only, 2: all tags
+        self.tagmode = 0  # 0: no tags, 1: server-time only, 2: all tags, 3: account (and time) only
         self.echo = False
         self.away: str | None = None
         self.modes: set[str] = set()
@@ -127,7 +127,9 @@ class Session:
         return f"{self.nick}!{self.user}@{self.host}"
 
     def caps_changed(self) -> None:
-        self.tagmode = 2 if "message-tags" in self.caps else 1 if "server-time" in self.caps else 0
+        caps = self.caps
+        self.tagmode = (2 if "message-tags" in caps else 3 if "account-tag" in caps
+                        else 1 if "server-time" in caps else 0)
         self.echo = "echo-message" in self.caps
 
     # -- output -------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any
 
 from server.bus.local.manager import BusProxy, connect_bus
 from server.irc.accounts import enforce_protection
+from server.irc.messaging import some_tags
 from server.ops import cloak as cloak_mod
 from server.ops import config as config_mod
 from server.ops import tls as tls_mod
@@ -253,24 +254,24 @@ class Worker:
                         buf = s.batchbuf
                         if not buf:
                             touched.append(s)
-                        buf.append(variants[s.tagmode])
+                        buf.append(variants[s.tagmode] if s.tagmode < 3 else some_tags(s.caps, tags_full) + body)
                         count += 1
                 if members is None or sender not in members:
                     s = sessions.get(sender)
                     if s is not None and s.echo and not (tagmsg and s.tagmode != 2):
-                        put(s, variants[s.tagmode])
+                        put(s, (variants[s.tagmode] if s.tagmode < 3 else some_tags(s.caps, tags_full) + body))
             elif kind == "U":
                 _, to, sender, mkind, tags_full, tags_time, body = item
                 variants = (body, tags_time + body, tags_full + body)
                 tagmsg = mkind == "T"
                 s = sessions.get(to)
                 if s is not None and not (tagmsg and s.tagmode != 2) and (to != sender or s.echo):
-                    put(s, variants[s.tagmode])
+                    put(s, (variants[s.tagmode] if s.tagmode < 3 else some_tags(s.caps, tags_full) + body))
                     count += 1
                 if to != sender:
                     s = sessions.get(sender)
                     if s is not None and s.echo and not (tagmsg and s.tagmode != 2):
-                        put(s, variants[s.tagmode])
+                        put(s, (variants[s.tagmode] if s.tagmode < 3 else some_tags(s.caps, tags_full) + body))
             elif kind == "R":
                 flush()
                 pending = self.pending.pop(item[1], None)
@@ -371,17 +372,19 @@ class Worker:
                 n += 1
             self._leave(key, target_sid)
         elif kind == "I":
-            _, target_sid, prefix, nick, name = item
+            _, target_sid, prefix, nick, name, account = item
             s = self.sessions.get(target_sid)
             if s is not None:
-                put(s, Message("INVITE", (nick, name), prefix).to_bytes())
+                tags = {"account": account} if account and "account-tag" in s.caps else {}
+                put(s, Message("INVITE", (nick, name), prefix, tags).to_bytes())
                 n += 1
         elif kind == "V":  # invite-notify for the channel's members
-            _, key, inviter, prefix, target_sid, nick, name = item
+            _, key, inviter, prefix, target_sid, nick, name, account = item
             line = Message("INVITE", (nick, name), prefix).to_bytes()
+            tagged = Message("INVITE", (nick, name), prefix, {"account": account}).to_bytes() if account else line
             for msid, m in channels.get(key, {}).items():
                 if msid != inviter and "invite-notify" in m.caps:
-                    put(m, line)
+                    put(m, tagged if "account-tag" in m.caps else line)
                     n += 1
         elif kind in ("A", "S"):  # away-notify / setname
             _, sid, prefix, value, keys = item

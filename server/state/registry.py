@@ -570,10 +570,10 @@ class Registry:
                 raise fail(numerics.ERR_USERONCHANNEL, target.nick, ch.name, text="is already on channel")
             ch.invites.add(target.fold)
             shown = ch.name
-            self.emit(ch.workers, ("V", ch.key, sid, u.prefix, target.sid, target.nick, shown))
+            self.emit(ch.workers, ("V", ch.key, sid, u.prefix, target.sid, target.nick, shown, u.account))
         else:
             shown = name
-        self.emit((target.worker,), ("I", target.sid, u.prefix, target.nick, shown))
+        self.emit((target.worker,), ("I", target.sid, u.prefix, target.nick, shown, u.account))
         return target.nick
 
     def list_channels(self, sid: int, masks: list[str], min_users: int, max_users: int,
