@@ -37,7 +37,7 @@ def dispatch(s: Session, msg: Message) -> None:
         else:
             cmd.handler(s, msg)
     except RemoteProtocolError as exc:
-        s.error(exc)
+        answer(s, exc)
     except LocalProtocolError:
         # A reply we could not put on the wire (our bug, or input the codec let
         # through): answer, never drop the client for it.
@@ -49,6 +49,15 @@ def _run(cmd: Command, s: Session, msg: Message) -> None:
     try:
         cmd.handler(s, msg)
     except RemoteProtocolError as exc:
+        answer(s, exc)
+
+
+def answer(s: Session, exc: RemoteProtocolError) -> None:
+    """The error reply; when a parameter echoed from the client cannot be put on
+    the wire (a space in a middle parameter), the reply without the echo."""
+    try:
         s.error(exc)
+    except LocalProtocolError:
+        s.error(RemoteProtocolError(exc.numeric, *exc.params[:2 if exc.numeric == "FAIL" else 0], text=exc.text))
 
 

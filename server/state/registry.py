@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.protocol import RemoteProtocolError, casefold, is_valid_channel, mask_match, normalize_mask, numerics
+from server.protocol import (
+    RemoteProtocolError,
+    casefold,
+    is_valid_channel,
+    is_valid_nick,
+    mask_match,
+    normalize_mask,
+    numerics,
+)
 from server.state.store import dm_key
 
 Emit = Callable[[Iterable[int], tuple[Any, ...]], None]
@@ -361,10 +369,12 @@ class Registry:
         self._save(ch)
         return ch.name
 
-    def history_target(self, sid: int, target: str) -> tuple[str, str] | None:
+    def history_target(self, sid: int, target: str) -> tuple[str, str | None] | None:
         """The history key ``sid`` may read for ``target`` and its display name,
         or None when it may not: a channel's history follows the channel's entry
-        rules (ban, invite, key, secret); a conversation is only its two people's."""
+        rules (ban, invite, key, secret); a conversation is only its two people's.
+        For a conversation the name is the other party's nick when they are
+        online, else None (server/irc/history.py finds it in the rows)."""
         u = self.users[sid]
         if target[:1] in self.chantypes:
             ch = self.channels.get(self.fold(target))
@@ -380,9 +390,11 @@ class Registry:
             except RemoteProtocolError:
                 return None
             return ch.key, ch.name
+        if not is_valid_nick(target, 64):
+            return None
         other = self.find(target)
         other_id = self.identity(other) if other is not None else self.fold(target)
-        return dm_key(self.identity(u), other_id), other.nick if other is not None else target
+        return dm_key(self.identity(u), other_id), other.nick if other is not None else None
 
     def identity(self, u: User) -> str:
         """Whose conversation a DM belongs to: the account, else the nick."""

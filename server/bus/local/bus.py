@@ -335,7 +335,7 @@ class Bus:
                 if sid not in ch.members and worker not in ch.workers:
                     self._inbox(worker).append(out)  # the sender's echo
                     self._touched.add(worker)
-                if ch.history and (kind != "T" or b";+" in tags_full):
+                if ch.history and kind != "T":  # TAGMSGs (typing...) are not history
                     self.store_row(ch.key, msgid, ts, kind, tags_full, body)
                     self._note_channel_row(ch.key)
             else:
@@ -349,7 +349,7 @@ class Bus:
                 if user.worker != worker:
                     self._inbox(worker).append(out)  # the sender's echo
                     self._touched.add(worker)
-                if kind != "T" or b";+" in tags_full:
+                if kind != "T":
                     key = dm_key(reg.identity(sender), reg.identity(user)) if sender is not None else None
                     if key is not None:
                         self.store_row(key, msgid, ts, kind, tags_full, body)
