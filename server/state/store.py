@@ -203,7 +203,8 @@ class Store:
         picks the last ``limit`` rows of the range, else the first."""
         # TAGMSGs (typing notifications and the like) are not history: never
         # returned, so they never count against a replay or a LIMIT
-        where, args = ["target=?", "kind!='T'"], [target]
+        where = ["target=?", "kind!='T'"]
+        args: list[str | int] = [target]
         if before is not None:
             where.append("id<?")
             args.append(before)
