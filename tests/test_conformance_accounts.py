@@ -194,6 +194,15 @@ def test_account_tag_without_message_tags(start_server: Callable[..., Server]) -
         assert m.tags == {"account": "alice"}, m.to_line()
     m = timed.expect("PRIVMSG")
     assert set(m.tags) == {"account", "time"} and m.tags["account"] == "alice"
+    joined = only.expect(lambda m: m.verb == "JOIN" and (m.source or "").startswith("timed!"))
+    assert joined.tags == {}  # timed is not logged in
+    alice.send("JOIN #at2")
+    alice.expect("366")
+    only.join("#at2")
+    alice.send("PART #at2")
+    alice.send("JOIN #at2")
+    assert only.expect(lambda m: m.verb == "JOIN" and (m.source or "").startswith("alice!")).tags == {
+        "account": "alice"}
     alice.send("MODE #at +i")
     outside = srv.client("outside", ("account-tag",))
     alice.send("INVITE outside #at")

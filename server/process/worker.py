@@ -41,7 +41,7 @@ from server.ops.metrics import WorkerStats, exchange
 from server.process.sendq import Writer
 from server.process.session import ConnectionGone, Pending, Session, handle_client
 from server.process.threads import ClientThreads
-from server.protocol import Message, RemoteProtocolError
+from server.protocol import Message, RemoteProtocolError, escape_tag_value
 from server.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -313,8 +313,10 @@ class Worker:
                 plain = Message("JOIN", (name,), prefix).to_bytes()
                 extended = Message("JOIN", (name, account, realname), prefix).to_bytes()
                 away_line = Message("AWAY", (away,), prefix).to_bytes() if away else b""
+                tag = f"@account={escape_tag_value(account)} ".encode() if account != "*" else b""
                 for msid, m in members.items():
-                    put(m, extended if "extended-join" in m.caps else plain)
+                    line = extended if "extended-join" in m.caps else plain
+                    put(m, tag + line if tag and "account-tag" in m.caps else line)
                     if away_line and msid != sid and "away-notify" in m.caps:
                         put(m, away_line)
                     n += 1
