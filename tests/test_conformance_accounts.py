@@ -214,3 +214,23 @@ def test_account_tag_without_message_tags(start_server: Callable[..., Server]) -
     anon = srv.client("anon")
     anon.send("PRIVMSG only :hi")
     assert only.expect(lambda m: m.verb == "PRIVMSG" and m.params[1] == "hi").tags == {}
+
+
+def test_register_before_connect_refused_to_a_banned_address(start_server: Callable[..., Server],
+                                                             tmp_path: Path) -> None:
+    conf = tmp_path / "ops.toml"
+    conf.write_text(f'[[oper]]\nname = "root"\npassword = "{hash_password("hunter2")}"\n')
+    srv = start_server("--config", str(conf), workers=WORKERS)
+    boss = srv.client("boss")
+    boss.send("OPER root hunter2")
+    boss.expect("381")
+    boss.send("KLINE *@127.0.0.1 :go away")
+    boss.expect("NOTICE")
+    c = srv.client()
+    c.send("NICK sneaky")
+    c.send("REGISTER * * longenough1")
+    assert "banned" in c.expect(lambda m: m.verb in ("465", "REGISTER", "FAIL")).params[-1]
+    c.wait_closed()
+    store = Store(tmp_path / "data")
+    assert store.account("sneaky") is None
+    store.close()

@@ -108,6 +108,11 @@ def register(s: Session, msg: Message) -> None:
                                        text="Register your account once you are connected")
     if s.nick == "*":
         raise RemoteProtocolError.fail("REGISTER", "NEED_NICK", "*", text="Choose a nickname first")
+    if not s.registered and (ban := s.request("banned", s.sid, time.time())) is not None:
+        # as the registration itself would: no accounts from a banned address
+        s.error(RemoteProtocolError(N.ERR_YOUREBANNEDCREEP, text=f"You are banned from this server: {ban}"))
+        s.close("Banned")
+        return
     if account == "*":
         account = s.nick
     if s.account is not None:

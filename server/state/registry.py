@@ -668,6 +668,11 @@ class Registry:
         workers = {u.worker for u in self.users.values()}
         self.emit(workers, ("W", oper.prefix, text))
 
+    def banned(self, sid: int, now: float) -> str | None:
+        """The reason ``sid`` is K-lined, before it registers (REGISTER before
+        connect must not create accounts for a banned address)."""
+        return self.kline_for(self.users[sid], now)
+
     def kline_for(self, u: User, now: float) -> str | None:
         self.klines = [k for k in self.klines if not k[4] or k[4] > now]
         for mask, reason, _, _, _ in self.klines:

@@ -44,7 +44,7 @@ OPS = frozenset({
     "names", "whois", "whowas", "ison", "userhost", "lusers", "set_away", "set_user_mode",
     "set_realname", "mode", "mode_info", "mode_list", "kick", "invite", "list_channels", "who",
     "kill", "wallops", "kline", "unkline", "list_klines", "login", "account_created", "account_dropped",
-    "chan_register", "chan_drop", "chan_access", "chan_info", "set_history", "history_target",
+    "chan_register", "chan_drop", "chan_access", "chan_info", "set_history", "history_target", "banned",
 })
 
 
