@@ -189,9 +189,9 @@ def test_account_tag_without_message_tags(start_server: Callable[..., Server]) -
     alice.send("PRIVMSG only :direct")
     alice.send("NOTICE only :notice")
     alice.send("PRIVMSG #at :to the channel")
-    for text in ("direct", "notice", "to the channel"):
-        m = only.expect(lambda m, text=text: m.verb in ("PRIVMSG", "NOTICE") and m.params[1] == text)
-        assert m.tags == {"account": "alice"}, m.to_line()
+    got = [only.expect(lambda m: m.verb in ("PRIVMSG", "NOTICE")) for _ in range(3)]
+    assert [m.params[1] for m in got] == ["direct", "notice", "to the channel"]
+    assert all(m.tags == {"account": "alice"} for m in got), [m.to_line() for m in got]
     m = timed.expect("PRIVMSG")
     assert set(m.tags) == {"account", "time"} and m.tags["account"] == "alice"
     joined = only.expect(lambda m: m.verb == "JOIN" and (m.source or "").startswith("timed!"))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from server.irc.history import parse_timestamp
+from server.protocol import Message
 from tests.conftest import Server
 from tests.ircclient import IRCClient
 
@@ -16,14 +17,14 @@ CAPS = ("draft/chathistory", "batch", "server-time", "message-tags", "echo-messa
 EXEMPT = ("--set", "flood_exempt=127.0.0.0/8")
 
 
-def batch(c: IRCClient, line: str, kind: str = "chathistory") -> tuple[tuple[str, ...], list]:
+def batch(c: IRCClient, line: str, kind: str = "chathistory") -> tuple[tuple[str, ...], list[Message]]:
     """Send a request; return the batch's parameters after its type, and its messages."""
     c.send(line)
     start = c.expect(lambda m: m.verb in ("BATCH", "FAIL"))
     assert start.verb == "BATCH", start.to_line()
     assert start.params[1] == kind
     ref = start.params[0][1:]
-    out = []
+    out: list[Message] = []
     while True:
         m = c.expect(lambda m: m.tags.get("batch") == ref or (m.verb == "BATCH" and m.params[0] == "-" + ref))
         if m.verb == "BATCH":
@@ -31,7 +32,7 @@ def batch(c: IRCClient, line: str, kind: str = "chathistory") -> tuple[tuple[str
         out.append(m)
 
 
-def texts(msgs: list) -> list[str]:
+def texts(msgs: list[Message]) -> list[str]:
     return [m.params[1] for m in msgs]
 
 
@@ -56,7 +57,7 @@ def test_dm_history_names_the_other_party_in_every_subcommand(start_server: Call
         assert params == (partner,)
         assert texts(msgs) == ["hi", "hey", "how are you", "fine"]
         # each message is addressed to the party it went to, spelled as that user spells it
-        assert [(m.source.partition("!")[0], m.params[0]) for m in msgs] == [
+        assert [((m.source or "").partition("!")[0], m.params[0]) for m in msgs] == [
             ("bob", "Alice"), ("Alice", "bob"), ("bob", "Alice"), ("Alice", "bob")]
         assert texts(batch(reader, f"CHATHISTORY BEFORE {target} msgid={ids[2]} 10")[1]) == ["hi", "hey"]
         assert texts(batch(reader, f"CHATHISTORY AFTER {target} msgid={ids[1]} 10")[1]) == ["how are you", "fine"]

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from server.protocol import Message
 from tests.conftest import Server
 from tests.ircclient import IRCClient
 
 WORKERS = 4
 
 
-def collect(c: IRCClient, end: str) -> list:
+def collect(c: IRCClient, end: str) -> list[Message]:
     """Every message up to and including the numeric ``end``."""
-    out = []
+    out: list[Message] = []
     while True:
         m = c.expect(lambda m: m.verb != "PONG")
         out.append(m)
