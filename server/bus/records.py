@@ -200,6 +200,7 @@ class Invited(NamedTuple):
     prefix: str
     nick: str
     name: str
+    account: str | None  # the inviter's, for account-tag
 
 
 class InviteNotice(NamedTuple):
@@ -211,6 +212,7 @@ class InviteNotice(NamedTuple):
     target: int
     nick: str
     name: str
+    account: str | None
 
 
 class AwayChanged(NamedTuple):

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MIN_PASSWORD = 6
+SASL_CHUNK = 400  # bytes of base64 per AUTHENTICATE line (IRCv3 SASL 3.1)
+SASL_MAX = 4000  # base64 characters buffered for one exchange, at most (10 chunks)
 
 
 # -- the shared steps ---------------------------------------------------------------
@@ -38,13 +39,21 @@ def check_credentials(s: Client, account: str, password: str) -> str | None:
     return record[0]
 
 
+def login_mask(s: Client) -> str:
+    """``nick!user@host`` for 900/901, with ``*`` for what is not known yet
+    (before NICK or USER), never an empty part."""
+    return f"{s.nick or '*'}!{s.user or '*'}@{s.host}"
+
+
 def log_in(s: Client, name: str) -> None:
+    """Log in, or switch to another account (SASL re-authentication): peers
+    with account-notify see the change."""
     s.account = name
     if casefold(name) == casefold(s.nick):
         s.protect_deadline = None
     if s.registered:
         s.request("login", s.sid, name)
-    s.numeric(N.RPL_LOGGEDIN, s.prefix, name, f"You are now logged in as {name}")
+    s.numeric(N.RPL_LOGGEDIN, login_mask(s), name, f"You are now logged in as {name}")
     log.info("client %s logged in as %s", s.ip, name)
 
 
@@ -58,11 +67,26 @@ def may_register(s: Client) -> str | None:
     return None
 
 
+def registration_keys(s: Client) -> list[str]:
+    """The keys of the ``draft/account-registration`` cap value: what REGISTER
+    allows here. Not ``before-connect`` when a server password is set, so that
+    REGISTER cannot come before the PASS check (the spec's server considerations)."""
+    cfg = s.config
+    keys = []
+    if cfg.account_registration_before_connect and not cfg.password:
+        keys.append("before-connect")
+    if cfg.account_email_required:
+        keys.append("email-required")
+    if cfg.account_custom_name:
+        keys.append("custom-account-name")
+    return keys
+
+
 def create(s: Client, name: str, password: str, email: str | None) -> str | None:
     """Create the account; None on success, else the FAIL code."""
     if not is_valid_nick(name, s.config.nick_len):
         return "BAD_ACCOUNT_NAME"
-    if len(password) < MIN_PASSWORD:
+    if len(password) < s.config.password_min_length:
         return "WEAK_PASSWORD"
     fold = casefold(name)
     if not s.worker.get_store().create_account(fold, name, hash_password(password), email):
@@ -73,12 +97,23 @@ def create(s: Client, name: str, password: str, email: str | None) -> str | None
 
 
 # -- REGISTER (draft/account-registration) ----------------------------------------
-@command("REGISTER", 3)
+@command("REGISTER", 3, pre_registration=True)
 def register(s: Client, msg: Message) -> None:
     """REGISTER <account> <email|*> <password>
-    Creates an account named <account> ("*": your nick) with that password and logs you in.
-    The server's policy may allow this to operators only, or not at all."""
+    Creates an account named <account> ("*": your nick) with that password and logs you in,
+    before or after connecting as the server allows (the draft/account-registration cap value)."""
     account, email, password = msg.params[0], msg.params[1], msg.params[2]
+    keys = registration_keys(s)
+    if not s.registered and "before-connect" not in keys:
+        raise RemoteProtocolError.fail("REGISTER", "COMPLETE_CONNECTION_REQUIRED",
+                                       text="Register your account once you are connected")
+    if s.nick == "*":
+        raise RemoteProtocolError.fail("REGISTER", "NEED_NICK", "*", text="Choose a nickname first")
+    if not s.registered and (ban := s.request("banned", s.sid, time.time())) is not None:
+        # as the registration itself would: no accounts from a banned address
+        s.error(RemoteProtocolError(N.ERR_YOUREBANNEDCREEP, text=f"You are banned from this server: {ban}"))
+        s.close("Banned")
+        return
     if account == "*":
         account = s.nick
     if s.account is not None:
@@ -87,14 +122,29 @@ def register(s: Client, msg: Message) -> None:
     why = may_register(s)
     if why is not None:
         raise RemoteProtocolError.fail("REGISTER", "DISABLED", account, text=why)
+    if "custom-account-name" not in keys and casefold(account) != casefold(s.nick):
+        raise RemoteProtocolError.fail("REGISTER", "ACCOUNT_NAME_MUST_BE_NICK", account,
+                                       text="The account name must be your current nickname")
+    if email == "*" and "email-required" in keys:
+        raise RemoteProtocolError.fail("REGISTER", "INVALID_EMAIL", account,
+                                       text="An email address is required to register here")
+    if email != "*" and not valid_email(email):
+        raise RemoteProtocolError.fail("REGISTER", "INVALID_EMAIL", account, text="That is not an email address")
     code = create(s, account, password, None if email == "*" else email)
     texts = {"BAD_ACCOUNT_NAME": "Account names follow the nickname rules",
-             "WEAK_PASSWORD": f"Passwords need at least {MIN_PASSWORD} characters",
+             "WEAK_PASSWORD": f"Passwords need at least {s.config.password_min_length} characters",
              "ACCOUNT_EXISTS": "That account already exists"}
     if code is not None:
         raise RemoteProtocolError.fail("REGISTER", code, account, text=texts[code])
     s.send(Message("REGISTER", ("SUCCESS", account, "Account created"), s.config.server_name))
     log_in(s, account)
+
+
+def valid_email(text: str) -> bool:
+    """A plausible address: one '@' with something on each side and a dot in
+    the domain (no mail is sent, so this is all the checking there is)."""
+    local, at, domain = text.partition("@")
+    return bool(at and local and "." in domain.strip(".") and "@" not in domain and len(text) <= 254)
 
 
 # -- SASL PLAIN -----------------------------------------------------------------------
@@ -122,9 +172,8 @@ def authenticate(s: Client, msg: Message) -> None:
         s.sasl, s.sasl_buf = None, ""
         s.numeric(N.ERR_SASLABORTED, "SASL authentication aborted")
         return
-    if s.account is not None:
-        s.numeric(N.ERR_SASLALREADY, "You have already authenticated using SASL")
-        return
+    # Logged in already: a new exchange re-authenticates (IRCv3 SASL 3.2 says
+    # servers SHOULD allow it); a success switches the account.
     if s.sasl is None:
         if arg.upper() != "PLAIN":
             s.numeric(N.RPL_SASLMECHS, "PLAIN", "are available SASL mechanisms")
@@ -136,13 +185,18 @@ def authenticate(s: Client, msg: Message) -> None:
         s.sasl, s.sasl_buf = "PLAIN", ""
         s.send(Message("AUTHENTICATE", ("+",)))
         return
+    if len(arg) > SASL_CHUNK:
+        s.sasl, s.sasl_buf = None, ""
+        s.numeric(N.ERR_SASLTOOLONG, "SASL message too long")
+        return
     if arg != "+":
-        s.sasl_buf += arg
-        if len(s.sasl_buf) > 4000:
+        if len(s.sasl_buf) + len(arg) > SASL_MAX:
+            # an endless run of full chunks: fail the exchange, keep nothing
             s.sasl, s.sasl_buf = None, ""
-            s.numeric(N.ERR_SASLTOOLONG, "SASL message too long")
+            s.numeric(N.ERR_SASLFAIL, "SASL authentication failed: the payload is too long")
             return
-        if len(arg) == 400:
+        s.sasl_buf += arg
+        if len(arg) == SASL_CHUNK:
             return  # more chunks follow
     data, s.sasl, s.sasl_buf = s.sasl_buf, None, ""
     try:
@@ -204,7 +258,7 @@ def nickserv(s: Client, text: str) -> None:
         if code == "ACCOUNT_EXISTS":
             reply(f"The nickname {s.nick} is already registered.")
         elif code == "WEAK_PASSWORD":
-            reply(f"Choose a password of at least {MIN_PASSWORD} characters.")
+            reply(f"Choose a password of at least {s.config.password_min_length} characters.")
         elif code is not None:
             reply("That nickname cannot be registered.")
         else:
@@ -228,8 +282,8 @@ def nickserv(s: Client, text: str) -> None:
     elif cmd == "SET" and len(args) >= 2 and args[0].upper() == "PASSWORD":
         if s.account is None:
             reply("Log in first.")
-        elif len(args[1]) < MIN_PASSWORD:
-            reply(f"Choose a password of at least {MIN_PASSWORD} characters.")
+        elif len(args[1]) < s.config.password_min_length:
+            reply(f"Choose a password of at least {s.config.password_min_length} characters.")
         else:
             s.worker.get_store().set_password(casefold(s.account), hash_password(args[1]))
             reply("Password changed.")

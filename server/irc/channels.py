@@ -14,6 +14,7 @@ from server.protocol import (
     RemoteProtocolError,
     casefold,
     is_channel,
+    parse_int,
 )
 from server.protocol import (
     numerics as N,
@@ -129,19 +130,27 @@ def topic(s: Client, msg: Message) -> None:
 
 @command("LIST")
 def list_(s: Client, msg: Message) -> None:
-    """LIST [<channel>{,<channel>}|<mask>] [>n|<n]
-    Lists channels with their user counts and topics; >n and <n filter by size."""
+    """LIST [<mask>|!<mask>|>n|<n]{,...}
+    Lists channels with their user counts and topics; !<mask> leaves matching ones out,
+    >n and <n filter by size."""
     masks: list[str] = []
+    exclude: list[str] = []
     min_users, max_users = 0, -1
     for param in msg.params[:2]:
         for item in param.split(","):
-            if item.startswith(">") and item[1:].isdigit():
-                min_users = int(item[1:]) + 1
-            elif item.startswith("<") and item[1:].isdigit():
-                max_users = int(item[1:]) - 1
-            elif item:
+            if item[:1] in "<>":
+                n = parse_int(item[1:])
+                if n is None:
+                    continue
+                if item[0] == ">":
+                    min_users = max(min_users, n + 1)
+                else:
+                    max_users = n - 1 if max_users < 0 else min(max_users, n - 1)
+            elif item.startswith("!") and len(item) > 1:
+                exclude.append(item[1:])
+            elif item and item[0] in "#*?":
                 masks.append(item)
-    rows = s.request("list_channels", s.sid, masks, min_users, max_users)
+    rows = s.request("list_channels", s.sid, masks, min_users, max_users, exclude)
     r: list[tuple[str, ...]] = [(N.RPL_LISTSTART, "Channel", "Users  Name")]
     r += [(N.RPL_LIST, name, str(n), topic_) for name, n, topic_ in rows]
     r.append((N.RPL_LISTEND, "End of /LIST"))
@@ -180,7 +189,11 @@ def mode(s: Client, msg: Message) -> None:
     if unknown:
         s.numeric(N.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
     if changed:
-        s.send(Message("MODE", (s.nick, "".join(changed)), s.nick))
+        modestr, sign = "", ""
+        for change in changed:  # "+i", "+w" -> "+iw"
+            modestr += change[1] if change[0] == sign else change
+            sign = change[0]
+        s.send(Message("MODE", (s.nick, modestr), s.prefix))
 
 
 def channel_mode(s: Client, name: str, args: tuple[str, ...]) -> None:

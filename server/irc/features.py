@@ -17,8 +17,9 @@ CREATED = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 CAPS = ("account-notify", "account-tag", "away-notify", "batch", "cap-notify", "draft/account-registration",
         "draft/chathistory", "echo-message", "extended-join", "invite-notify", "labeled-response", "message-tags",
         "multi-prefix", "sasl", "server-time", "setname", "standard-replies", "userhost-in-names")
-CAP_VALUES = {"sasl": "PLAIN", "draft/account-registration": "custom-account-name"}
+CAP_VALUES = {"sasl": "PLAIN"}  # draft/account-registration: from the settings (accounts.registration_keys)
 USER_MODES = "Biow"  # B: a bot (IRCv3 bot-mode)
+STATUSMSG = "@+"  # PRIVMSG @#chan reaches the ops, +#chan the voiced and ops
 CHANNEL_MODES = "beIiklmnostv"
 # CHANMODES types: A (lists), B (always a parameter), C (parameter when set), D (flags)
 LIST_MODES, PARAM_MODES, SET_PARAM_MODES, FLAG_MODES, PREFIX_MODES = "beI", "k", "l", "imnst", "ov"
@@ -30,7 +31,7 @@ def isupport(s: Client) -> list[str]:
         "CHANMODES=beI,k,l,imnst", f"CHANNELLEN={c.channel_len}", "CHANTYPES=#", "ELIST=MNU", "EXCEPTS=e",
         "INVEX=I", f"KICKLEN={c.kick_len}", f"MAXLIST=beI:{c.max_list}", f"MAXTARGETS={c.max_targets}",
         f"MODES={c.max_modes}", f"NETWORK={c.network}", f"NICKLEN={c.nick_len}", "PREFIX=(ov)@+",
-        "SAFELIST", "STATUSMSG=@+", f"CHATHISTORY={c.chathistory_max}", "MSGREFTYPES=msgid,timestamp",
+        "SAFELIST", f"STATUSMSG={STATUSMSG}", f"CHATHISTORY={c.chathistory_max}", "MSGREFTYPES=msgid,timestamp",
         f"TARGMAX=PRIVMSG:{c.max_targets},NOTICE:{c.max_targets},TAGMSG:{c.max_targets},JOIN:,PART:,KICK:1,WHOIS:1",
         f"TOPICLEN={c.topic_len}", f"USERLEN={c.user_len}", "UTF8ONLY", "WHOX",
     ]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from server.irc.commands import batch_ref, command
 from server.irc.messaging import server_time
-from server.protocol import Message, RemoteProtocolError, casefold, parse, unescape_tag_value
+from server.protocol import Message, RemoteProtocolError, casefold, parse, parse_int, unescape_tag_value
 
 if TYPE_CHECKING:
     from server.irc.client import Client
@@ -46,8 +46,10 @@ def render(s: Client, rows: list[Row], batch: str | None) -> list[Message]:
         if full:
             msg.tags = dict(item.partition("=")[::2] for item in tags.split(";") if item)
             msg.tags = {k: unescape_tag_value(v) for k, v in msg.tags.items()}
-        elif s.tagmode == 1:
-            msg.tags = {"time": next((t[5:] for t in tags.split(";") if t.startswith("time=")), "")}
+        elif s.tagmode:
+            kept = [t.partition("=") for t in tags.split(";")]
+            want = {"time"} if s.tagmode == 1 else {"account", "time"} if "server-time" in s.caps else {"account"}
+            msg.tags = {k: unescape_tag_value(v) for k, _, v in kept if k in want}
         if batch is not None:
             msg.tags["batch"] = batch
         out.append(msg)
@@ -66,16 +68,29 @@ def in_batch(s: Client, kind: str, params: tuple[str, ...], msgs: list[Message])
 
 
 def replay_on_join(s: Client, key: str, name: str, upto: int) -> None:
-    """The last lines of a channel for clients without chathistory: those from
-    before the JOIN (row ids up to ``upto``, the bus order at the join), so none
-    of them also arrives live. The bus made them readable before it answered
-    the join, so no barrier request is needed here."""
+    """The last lines of a channel for a joining client without chathistory:
+    those from before the JOIN (row ids up to ``upto``, the bus order at the
+    join), so none of them also arrives live. The bus made them readable before
+    it answered the join, so no barrier request is needed here.
+
+    Only a client that can tell history from live traffic gets them: one with
+    ``batch`` and ``server-time``, which sees them inside a ``chathistory``
+    batch with their times. Bots that handed replayed lines to their command
+    handlers as new messages re-ran old commands, so any other client gets one
+    NOTICE saying that history exists and how to see it (docs/configuration.md)."""
     n = s.config.history_replay_lines
     if n <= 0 or "draft/chathistory" in s.caps:
         return
-    rows = s.worker.get_store().history(key, before=upto + 1, limit=n)
-    if rows:
-        s.emit(in_batch(s, "chathistory", (name,), render(s, rows, None)))
+    store = s.worker.get_store()
+    if "batch" in s.caps and "server-time" in s.caps:
+        rows = store.history(key, before=upto + 1, limit=n)
+        if rows:
+            s.emit(in_batch(s, "chathistory", (name,), render(s, rows, None)))
+    elif store.history(key, before=upto + 1, limit=1):
+        s.send(Message("NOTICE", (name, f"{name} keeps a history of earlier messages; this client is not sent "
+                                        "them on join because it cannot tell them from new ones. Enable the batch "
+                                        "and server-time capabilities to see them here, or use draft/chathistory."),
+                       s.config.server_name))
 
 
 def _position(store: Store, key: str, selector: str, edge: str) -> int | None:
@@ -87,13 +102,17 @@ def _position(store: Store, key: str, selector: str, edge: str) -> int | None:
     if kind == "timestamp":
         try:
             ts = parse_timestamp(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise fail("INVALID_PARAMS", selector, text="Invalid timestamp") from None
         if edge == "after":
             return store.history_position(key, ts=ts + 1e-6)  # last id at or before ts
         pos = store.history_position(key, ts=ts)
         return None if pos is None else pos + 1
     raise fail("INVALID_PARAMS", selector, text="Unknown message reference")
+
+
+# How many parameters each subcommand takes, the limit included.
+ARITY = {"LATEST": 4, "BEFORE": 4, "AFTER": 4, "AROUND": 4, "BETWEEN": 5, "TARGETS": 4}
 
 
 @command("CHATHISTORY", 2)
@@ -105,23 +124,33 @@ def chathistory(s: Client, msg: Message) -> None:
     sub = msg.params[0].upper()
     cfg = s.config
     params = msg.params
-    try:
-        limit = min(int(params[-1]), cfg.chathistory_max)
-    except ValueError:
-        raise fail("INVALID_PARAMS", sub, text="Invalid limit") from None
+    if sub not in ARITY:
+        raise fail("INVALID_PARAMS", msg.params[0], text="Unknown command")
+    if len(params) != ARITY[sub]:
+        raise fail("INVALID_PARAMS", sub, text="Insufficient parameters" if len(params) < ARITY[sub]
+                   else "Too many parameters")
+    # ASCII digits, at least 1 (0, "-1", "²" and 30-digit numbers are refused); the
+    # server's maximum (CHATHISTORY= in 005) caps what is asked for
+    limit = parse_int(params[-1], 1)
+    if limit is None:
+        raise fail("INVALID_PARAMS", sub, text="Invalid limit")
+    if cfg.chathistory_max > 0:
+        limit = min(limit, cfg.chathistory_max)
     if sub == "TARGETS":
-        if len(params) < 4:
-            raise fail("INVALID_PARAMS", sub, text="Not enough parameters")
         targets(s, params[1], params[2], limit)
         return
-    if sub not in ("LATEST", "BEFORE", "AFTER", "AROUND", "BETWEEN") or len(params) < 4:
-        raise fail("INVALID_PARAMS", sub, text="Unknown subcommand or missing parameters")
-    access = s.request("history_target", s.sid, params[1])
+    target = params[1]
+    access = s.request("history_target", s.sid, target)
     if access is None:
-        raise fail("INVALID_TARGET", sub, params[1], text="Messages could not be retrieved")
+        raise fail("INVALID_TARGET", sub, target, text="Messages could not be retrieved")
     key, shown = access
     s.request("history_barrier")
     store = s.worker.get_store()
+    dm = key.startswith("@")
+    if dm:
+        shown = partner_name(store, key, my_identity(s), shown)
+        if shown is None:  # nobody by that name, and no conversation with them
+            raise fail("INVALID_TARGET", sub, target, text="Messages could not be retrieved")
     rows: list[Row] = []
     sel = params[2]
     if sub == "LATEST":
@@ -137,13 +166,8 @@ def chathistory(s: Client, msg: Message) -> None:
         if after is not None:
             rows = store.history(key, after=after, limit=limit, newest=False)
     elif sub == "AROUND":
-        pivot = _position(store, key, sel, "before")
-        if pivot is not None:
-            older = store.history(key, before=pivot, limit=max(1, limit // 2))
-            rows = older + store.history(key, after=pivot - 1, limit=limit - len(older), newest=False)
+        rows = around(store, key, sel, limit)
     else:  # BETWEEN
-        if len(params) < 5:
-            raise fail("INVALID_PARAMS", sub, text="Not enough parameters")
         a = _position(store, key, sel, "after")
         b = _position(store, key, params[3], "before")
         if a is not None and b is not None:
@@ -154,28 +178,103 @@ def chathistory(s: Client, msg: Message) -> None:
                 a2 = _position(store, key, sel, "before")
                 if a2 is not None and b2 is not None:
                     rows = store.history(key, after=b2, before=a2, limit=limit)
-    s.emit(in_batch(s, "chathistory", (shown,), render(s, rows, None)))
+    out = render(s, rows, None)
+    if dm:
+        name_parties(s, rows, out, key, shown)
+    s.emit(in_batch(s, "chathistory", (shown,), out))
+
+
+def around(store: Store, key: str, selector: str, limit: int) -> list[Row]:
+    """AROUND: ``limit`` rows centred on the reference. With a msgid the
+    referenced message is the centre and is included; with a timestamp the
+    centre is the first message at or after it. ``limit // 2`` rows come
+    before the centre, the rest from the centre on; when one side has fewer,
+    the other side fills the window."""
+    pivot = _position(store, key, selector, "before")  # id of the centre (msgid), or of the first row >= ts
+    if pivot is None:
+        return []
+    older = store.history(key, before=pivot, limit=limit)  # as many as could be needed
+    newer = store.history(key, after=pivot - 1, limit=limit, newest=False)
+    n_older = min(len(older), max(limit // 2, limit - len(newer)))
+    return (older[len(older) - n_older:] if n_older else []) + newer[: limit - n_older]
+
+
+# -- direct messages: who is who ------------------------------------------------------
+def my_identity(s: Client) -> str:
+    """Whose side of a conversation this client is: the account, else the nick
+    (as the registry's ``identity``)."""
+    return casefold(s.account or s.nick)
+
+
+def partner_of(key: str, me: str) -> str:
+    a, _, b = key[1:].partition(" ")
+    return b if a == me else a
+
+
+def sender_identity(tags: str, line: str) -> str:
+    for tag in tags.split(";"):
+        if tag.startswith("account="):
+            return casefold(unescape_tag_value(tag[8:]))
+    source = parse(line).source or ""
+    return casefold(source.partition("!")[0])
+
+
+def partner_name(store: Store, key: str, me: str, online: str | None) -> str | None:
+    """The other party of a conversation as they spell their nick: their current
+    nick when online, else the nick on their latest message in it, else the
+    name this client last sent to; None when there is no conversation at all."""
+    if online is not None:
+        return online
+    partner = partner_of(key, me)
+    mine: str | None = None
+    for _, _, _, tags, line in reversed(store.history(key, limit=50)):
+        msg = parse(line)
+        if sender_identity(tags, line) == partner:
+            return (msg.source or "").partition("!")[0] or None
+        if mine is None and msg.params:
+            mine = msg.params[0]
+    return mine
+
+
+def name_parties(s: Client, rows: list[Row], msgs: list[Message], key: str, partner: str) -> None:
+    """In a conversation's history, each message's target is the party it was
+    sent to, spelled as now: the partner for this client's own messages, this
+    client's nick for the partner's (the spec lets servers rewrite them so).
+    ``msgs`` are ``rows`` rendered, one for one."""
+    me = my_identity(s)
+    self_talk = partner_of(key, me) == me
+    for (_, _, _, tags, line), m in zip(rows, msgs, strict=True):
+        if m.params:
+            mine = not self_talk and sender_identity(tags, line) == me
+            m.params = (partner if mine else s.nick, *m.params[1:])
 
 
 def targets(s: Client, start: str, end: str, limit: int) -> None:
+    """TARGETS: channels this client is in and conversations it had, with
+    activity strictly between the two timestamps (BETWEEN's semantics), each
+    with the time of its latest message there; the ``limit`` nearest ``start``,
+    in ascending order of that time."""
     try:
+        if not (start.startswith("timestamp=") and end.startswith("timestamp=")):
+            raise ValueError
         t1 = parse_timestamp(start.partition("=")[2])
         t2 = parse_timestamp(end.partition("=")[2])
-    except ValueError:
+    except (ValueError, OverflowError):
         raise fail("INVALID_PARAMS", "TARGETS", text="Invalid timestamp") from None
     lo, hi = min(t1, t2), max(t1, t2)
+    newest = t1 > t2  # counted from the first timestamp: backwards in time, the latest ones
     s.request("history_barrier")
     store = s.worker.get_store()
     mine = [key for key, members in list(s.worker.channels.items()) if s.sid in members]
-    found = [(s.worker.channel_names.get(k, k), t) for k, t in store.targets(mine, lo, hi, limit)]
-    me = (s.account or s.nick)
-
-    me_fold = casefold(me)
-    for key, t in store.dm_targets(me_fold, lo, hi, limit):
-        a, _, b = key[1:].partition(" ")
-        found.append((b if a == me_fold else a, t))
-    found.sort(key=lambda x: x[1])
+    found = [(s.worker.channel_names.get(k, k), t) for k, t in store.targets(mine, lo, hi, limit, newest)]
+    me = my_identity(s)
+    for key, t in store.dm_targets(me, lo, hi, limit, newest):
+        name = partner_name(store, key, me, None)
+        if name is not None:
+            found.append((name, t))
+    found.sort(key=lambda x: x[1], reverse=newest)
+    found = sorted(found[:limit], key=lambda x: x[1])
 
     src = s.config.server_name
-    lines = [Message("CHATHISTORY", ("TARGETS", name, server_time(t)), src) for name, t in found[:limit]]
+    lines = [Message("CHATHISTORY", ("TARGETS", name, server_time(t)), src) for name, t in found]
     s.emit(in_batch(s, "draft/chathistory-targets", (), lines))

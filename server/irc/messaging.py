@@ -3,6 +3,7 @@ to the bus, which checks and routes it (server/bus/local/bus.py)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from server.irc.accounts import SERVICES
 from server.irc.commands import command
+from server.irc.features import STATUSMSG
 from server.protocol import (
     Message,
     RemoteProtocolError,
@@ -46,6 +48,20 @@ def server_time(now: float | None = None) -> str:
     return f"{cached[1]}.{int(now * 1000) % 1000:03d}Z"
 
 
+@functools.lru_cache(maxsize=64)
+def _some_tags(tags_full: bytes, with_time: bool) -> bytes:
+    kept = [t for t in tags_full[1:-1].split(b";")
+            if t.startswith(b"account=") or (with_time and t.startswith(b"time="))]
+    return b"@" + b";".join(kept) + b" " if kept else b""
+
+
+def some_tags(caps: set[str], tags_full: bytes) -> bytes:
+    """The tag section for a client with ``account-tag`` but not ``message-tags``:
+    the account (and the time, with ``server-time``), nothing else. Cached, as one
+    message reaches many such clients in a row."""
+    return _some_tags(tags_full, "server-time" in caps)
+
+
 # -- messages (the hot path) ----------------------------------------------------
 def relay(s: Client, msg: Message, kind: str) -> None:
     verb = msg.verb
@@ -72,8 +88,12 @@ def relay(s: Client, msg: Message, kind: str) -> None:
     for target in targets:
         if not target:
             continue
-        chan = is_channel(target, "#")
-        fold = casefold(target)
+        # STATUSMSG (``@#chan``, ``+#chan``): the bus sends it to the members with
+        # at least that prefix; the status mark stays in front of the folded name
+        status = target[0] if target[0] in STATUSMSG and is_channel(target[1:], "#") else ""
+        name = target[len(status):]
+        chan = is_channel(name, "#")
+        fold = casefold(name)
         if not chan and fold in SERVICES:
             if kind == "P":
                 SERVICES[fold](s, msg.params[1])
@@ -81,7 +101,8 @@ def relay(s: Client, msg: Message, kind: str) -> None:
         # one msgid per target: each copy is its own message (and its own history row)
         msgid = tags["msgid"] = f"{worker.msgid_prefix}{next(_msg_counter):x}"
         tags_full = f"@{format_tags(tags)} ".encode()
-        shown = worker.channel_names.get(fold, target) if chan else target
+        shown = status + worker.channel_names.get(fold, name) if chan else target
+        fold = status + fold
         params = (shown,) if kind == "T" else (shown, msg.params[1])
         body = Message(verb, params, prefix).to_bytes()
         s.send_message(fold, chan, kind, tags_full, tags_time, body, msgid, now)

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from server.irc.accounts import protect_nick
+from server.irc.accounts import protect_nick, registration_keys
 from server.irc.commands import command
 from server.irc.features import CAP_VALUES, CAPS, CHANNEL_MODES, CREATED, USER_MODES, VERSION, isupport
 from server.irc.server_info import lusers_replies, motd_replies
@@ -41,7 +41,8 @@ def cap(s: Client, msg: Message) -> None:
         if s.cap_version >= 302:
             s.caps.add("cap-notify")
         if s.cap_version >= 302:
-            offered = " ".join(f"{c}={CAP_VALUES[c]}" if c in CAP_VALUES else c for c in CAPS)
+            values = {**CAP_VALUES, "draft/account-registration": ",".join(registration_keys(s))}
+            offered = " ".join(f"{c}={values[c]}" if values.get(c) else c for c in CAPS)
         else:
             offered = " ".join(CAPS)
         s.send(Message("CAP", (nick, "LS", offered), src))
@@ -129,8 +130,10 @@ def user(s: Client, msg: Message) -> None:
     Completes registration, with NICK."""
     if s.registered:
         raise RemoteProtocolError(N.ERR_ALREADYREGISTERED, text="You may not reregister")
-    username = "".join(c for c in msg.params[0] if c.isalnum() or c in "-_.[]{}|^`")[: s.config.user_len - 1]
-    if not username or not msg.params[3]:
+    # ASCII only: str.isalnum() would also keep "ÿ" and other letters
+    username = "".join(c for c in msg.params[0] if (c.isascii() and c.isalnum()) or c in "-_.[]{}|^`")
+    username = username[: s.config.user_len - 1] or "user"  # nothing usable left: a placeholder
+    if not msg.params[3]:
         raise RemoteProtocolError(N.ERR_NEEDMOREPARAMS, "USER", text="Not enough parameters")
     s.user = "~" + username
     s.realname = msg.params[3]

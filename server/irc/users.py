@@ -10,6 +10,7 @@ from server.irc.commands import command
 from server.protocol import (
     Message,
     RemoteProtocolError,
+    parse_int,
 )
 from server.protocol import (
     numerics as N,
@@ -51,7 +52,8 @@ def whois(s: Client, msg: Message) -> None:
     if d["tls"]:
         r.append((N.RPL_WHOISSECURE, nick_, "is using a secure connection"))
     if "o" in s.modes or d["sid"] == s.sid:
-        r.append((N.RPL_WHOISMODES, nick_, f"is using modes +{d['modes']}"))
+        if d["modes"]:  # no "is using modes +" for a user without modes
+            r.append((N.RPL_WHOISMODES, nick_, f"is using modes +{d['modes']}"))
         r.append((N.RPL_WHOISACTUALLY, nick_, f"{d['user']}@{d['ip']}", d["ip"], "Actual user@host, Actual IP"))
     idle = max(0, int(time.time() - (d["last_active"] or d["signon"])))
     r.append((N.RPL_WHOISIDLE, nick_, str(idle), str(int(d["signon"])), "seconds idle, signon time"))
@@ -61,10 +63,13 @@ def whois(s: Client, msg: Message) -> None:
 
 @command("WHOWAS", 1)
 def whowas(s: Client, msg: Message) -> None:
-    """WHOWAS <nick>
-    Shows who recently used a nick that is gone."""
+    """WHOWAS <nick> [<count>]
+    Shows who recently used a nick that is gone (the newest <count> entries)."""
     target = msg.params[0]
+    count = parse_int(msg.params[1], 0) if len(msg.params) > 1 else None
     entries = s.request("whowas", target)
+    if count:
+        entries = entries[:count]
     if not entries:
         s.numeric(N.ERR_WASNOSUCHNICK, target, "There was no such nickname")
     r: list[tuple[str, ...]] = [(N.RPL_WHOWASUSER, n, u, h, "*", real) for n, u, h, real, _ in entries]
@@ -82,8 +87,10 @@ def who(s: Client, msg: Message) -> None:
     B bot, @ and + channel status). With %fields: WHOX, the fields chosen from tcuihsnfdlaor."""
     mask = msg.params[0] if msg.params else "*"
     fields, token = "", ""
-    if len(msg.params) > 1 and msg.params[1].startswith("%"):
-        fields, _, token = msg.params[1][1:].partition(",")
+    if len(msg.params) > 1 and "%" in msg.params[1]:
+        # WHOX: ``[flags]%fields[,token]``; the flags before '%' (e.g. ``n``,
+        # match on nick) are accepted and the mask is matched as usual
+        fields, _, token = msg.params[1].partition("%")[2].partition(",")
     rows = s.request("who", s.sid, mask)
     cfg = s.config
     r: list[tuple[str, ...]] = []

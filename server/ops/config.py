@@ -84,6 +84,10 @@ class Config:
     flood_exempt: list[str] = field(default_factory=list)
     # -- accounts and history
     account_registration: str = "open"  # open, opers (only operators register accounts) or off
+    account_registration_before_connect: bool = True  # REGISTER before the connection is registered
+    account_email_required: bool = False  # REGISTER needs an email address
+    account_custom_name: bool = True  # the account name may differ from the nick
+    password_min_length: int = 6  # shortest password REGISTER and NickServ accept
     sasl_plaintext: str = "loopback"  # SASL PLAIN without TLS: always, loopback or never
     nick_protection_grace: float = 30.0
     history_replay_lines: int = 20

@@ -39,7 +39,7 @@ from server.irc.commands import batch_ref
 from server.ops.tls import TLSState
 from server.process.sendq import Output
 from server.process.websocket import WebSocketState
-from server.protocol import Decoder, Message, RemoteProtocolError, escape_tag_value
+from server.protocol import MAX_CLIENT_TAGS, Decoder, Message, RemoteProtocolError, escape_tag_value
 
 if TYPE_CHECKING:
     from server.process.worker import Worker
@@ -119,7 +119,7 @@ class Session:
         self.host = worker.cloak(ip)  # what everyone sees
         self.out = Output(sock, self.config.sendq, worker.writer, self._sendq_exceeded,
                           TLSState(tls_context) if tls_context is not None else None, websocket)
-        self.decoder = Decoder()
+        self.decoder = Decoder(max_tags=MAX_CLIENT_TAGS)  # what a client may send
         # registration
         self.nick = "*"
         self.user = ""
@@ -132,7 +132,7 @@ class Session:
         self.cap_version = 0
         self.caps: set[str] = set()
         # delivery flags, derived from caps (read by the subscriber on the hot path)
-        self.tagmode = 0  # 0: no tags, 1: server-time only, 2: all tags
+        self.tagmode = 0  # 0: no tags, 1: server-time only, 2: all tags, 3: account (and time) only
         self.echo = False
         self.away: str | None = None
         self.modes: set[str] = set()
@@ -175,7 +175,9 @@ class Session:
         return f"{self.nick}!{self.user}@{self.host}"
 
     def caps_changed(self) -> None:
-        self.tagmode = 2 if "message-tags" in self.caps else 1 if "server-time" in self.caps else 0
+        caps = self.caps
+        self.tagmode = (2 if "message-tags" in caps else 3 if "account-tag" in caps
+                        else 1 if "server-time" in caps else 0)
         self.echo = "echo-message" in self.caps
 
     # -- output -------------------------------------------------------------

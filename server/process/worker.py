@@ -58,6 +58,7 @@ from server.bus.records import (
     Wallops,
 )
 from server.irc.accounts import enforce_protection
+from server.irc.messaging import some_tags
 from server.ops import cloak as cloak_mod
 from server.ops import config as config_mod
 from server.ops import tls as tls_mod
@@ -68,7 +69,7 @@ from server.process.sendq import Writer
 from server.process.session import ConnectionGone, Pending, Session, Unit, handle_client
 from server.process.threads import ClientThreads
 from server.process.websocket import WebSocketState
-from server.protocol import Message, RemoteProtocolError
+from server.protocol import Message, RemoteProtocolError, escape_tag_value
 from server.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -305,11 +306,12 @@ class Worker:
                         buf = s.batchbuf
                         if not buf:
                             touched.append(s)
-                        buf.append(variants[s.tagmode])
+                        buf.append(variants[s.tagmode] if s.tagmode < 3 else some_tags(s.caps, item.tags_full) + body)
                         count += 1
                 me = sessions.get(sender)
                 if me is not None:  # the sender's worker: its echo, and the completion
-                    echo = variants[me.tagmode] if me.echo and not (tagmsg and me.tagmode != 2) else None
+                    echo = self._variant(me, variants, item.tags_full) if me.echo and not (tagmsg and me.tagmode != 2) \
+                        else None
                     unit = sending.pop(item.token, None) if item.token else None
                     if unit is not None:
                         me.complete(unit, [echo] if echo else [])
@@ -322,12 +324,12 @@ class Worker:
                 if to != sender:
                     them = sessions.get(to)
                     if them is not None and not (tagmsg and them.tagmode != 2):
-                        put(them, variants[them.tagmode])
+                        put(them, self._variant(them, variants, item.tags_full))
                         count += 1
                 me = sessions.get(sender)
                 if me is not None:  # the sender's worker: its echo (the only copy, to oneself)
-                    echo = (variants[me.tagmode] if (me.echo or to == sender) and not (tagmsg and me.tagmode != 2)
-                            else None)
+                    echo = (self._variant(me, variants, item.tags_full)
+                            if (me.echo or to == sender) and not (tagmsg and me.tagmode != 2) else None)
                     unit = sending.pop(item.token, None) if item.token else None
                     if unit is not None:
                         me.complete(unit, [echo] if echo else [])
@@ -378,6 +380,13 @@ class Worker:
             for t in stamps:
                 observe(now - t)
 
+    @staticmethod
+    def _variant(s: Session, variants: tuple[bytes, bytes, bytes], tags_full: bytes) -> bytes:
+        """The copy of a message for ``s``: no tags, time only, all tags, or (tag
+        mode 3: account-tag without message-tags) the account and time only."""
+        mode = s.tagmode
+        return variants[mode] if mode < 3 else some_tags(s.caps, tags_full) + variants[0]
+
     # -- state events: update the local replica and tell the local clients -------
     def on_joined(self, e: Joined, put: Put) -> int:
         channels = self.channels
@@ -393,8 +402,10 @@ class Worker:
             plain = Message("JOIN", (e.name,), e.prefix).to_bytes()
             extended = Message("JOIN", (e.name, e.account, e.realname), e.prefix).to_bytes()
             away_line = Message("AWAY", (e.away,), e.prefix).to_bytes() if e.away else b""
+            tag = f"@account={escape_tag_value(e.account)} ".encode() if e.account != "*" else b""
             for msid, m in members.items():
-                put(m, extended if "extended-join" in m.caps else plain)
+                line = extended if "extended-join" in m.caps else plain
+                put(m, tag + line if tag and "account-tag" in m.caps else line)
                 if away_line and msid != e.sid and "away-notify" in m.caps:
                     put(m, away_line)
                 n += 1
@@ -459,12 +470,19 @@ class Worker:
         s = self.sessions.get(e.target)
         if s is None:
             return 0
-        put(s, Message("INVITE", (e.nick, e.name), e.prefix).to_bytes())
+        tags = {"account": e.account} if e.account and "account-tag" in s.caps else {}
+        put(s, Message("INVITE", (e.nick, e.name), e.prefix, tags).to_bytes())
         return 1
 
     def on_invite_notice(self, e: InviteNotice, put: Put) -> int:
         line = Message("INVITE", (e.nick, e.name), e.prefix).to_bytes()
-        return self._to_channels((e.key,), line, put, {e.inviter}, "invite-notify")
+        tagged = Message("INVITE", (e.nick, e.name), e.prefix, {"account": e.account}).to_bytes() if e.account else line
+        n = 0
+        for msid, m in self.channels.get(e.key, {}).items():
+            if msid != e.inviter and "invite-notify" in m.caps:
+                put(m, tagged if "account-tag" in m.caps else line)
+                n += 1
+        return n
 
     def on_away(self, e: AwayChanged, put: Put) -> int:
         line = Message("AWAY", (e.away,) if e.away else (), e.prefix).to_bytes()

@@ -23,13 +23,14 @@ from .errors import (
     ProtocolError,
     RemoteProtocolError,
 )
-from .framing import MAX_BODY, MAX_TAGS, Decoder
+from .framing import MAX_BODY, MAX_CLIENT_TAGS, MAX_TAGS, Decoder
 from .hostmask import Hostmask, is_valid_hostname, mask_match, normalize_mask, split_userhost
 from .message import Message, build, escape_tag_value, format_tags, parse, unescape_tag_value
 from .numbers import parse_int
 
 __all__ = [
     "MAX_BODY",
+    "MAX_CLIENT_TAGS",
     "MAX_TAGS",
     "Decoder",
     "Hostmask",

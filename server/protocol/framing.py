@@ -6,11 +6,16 @@ This is the one place where line limits and odd input are decided:
   are skipped; a NUL, or a CR anywhere else, makes the line malformed;
 * the message body (everything after the tag section) may take ``max_body``
   bytes including the CRLF (512, RFC 1459); the tag section, its '@' and the
-  space after it, ``max_tags`` bytes (8191, IRCv3 message-tags);
+  space after it, ``max_tags`` bytes (8191 from a server, IRCv3 message-tags;
+  a server decodes what clients send with ``MAX_CLIENT_TAGS``, 4094, the most a
+  client may send); a line past either limit is answered with 417 and dropped;
 * at most ``max_tags + max_body`` bytes are buffered without a newline; past
   that the partial line is thrown away up to the next newline;
 * undecodable UTF-8 is refused (``strict`` mode, for a UTF8ONLY server) or
-  decoded as Latin-1 (lenient mode, for a client talking to any server).
+  decoded as Latin-1 (lenient mode, for a client talking to any server). One
+  exception in strict mode: a ``USER`` line is decoded with U+FFFD for the bad
+  bytes, because refusing it would leave the client unable ever to register
+  (the username keeps only ASCII characters anyway, server/irc/registration.py).
 
 Each problem is reported in-stream as a :class:`RemoteProtocolError` subclass that
 carries the reply to give; the decoder goes on with the next line, and never
@@ -22,10 +27,11 @@ from __future__ import annotations
 from .errors import InputTooLong, InvalidUtf8, MalformedMessage, RemoteProtocolError
 from .message import Message, parse
 
-__all__ = ["MAX_BODY", "MAX_TAGS", "Decoder"]
+__all__ = ["MAX_BODY", "MAX_CLIENT_TAGS", "MAX_TAGS", "Decoder"]
 
 MAX_BODY = 512
 MAX_TAGS = 8191
+MAX_CLIENT_TAGS = 4094
 
 
 class Decoder:
@@ -97,9 +103,12 @@ class Decoder:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
-            if self.strict:
+            if not self.strict:
+                line = raw.decode("latin-1")
+            elif _command_of(raw) == "USER":
+                line = raw.decode("utf-8", "replace")
+            else:
                 return InvalidUtf8(_command_of(raw))
-            line = raw.decode("latin-1")
         if "\0" in line:
             return MalformedMessage("NUL character", _command_of(raw))
         if "\r" in line:

@@ -37,7 +37,15 @@ from server.bus.records import (
     TopicChanged,
     Wallops,
 )
-from server.protocol import RemoteProtocolError, casefold, is_valid_channel, mask_match, normalize_mask, numerics
+from server.protocol import (
+    RemoteProtocolError,
+    casefold,
+    is_valid_channel,
+    is_valid_nick,
+    mask_match,
+    normalize_mask,
+    numerics,
+)
 from server.state.store import dm_key
 
 Emit = Callable[[Iterable[int], Event], None]
@@ -380,10 +388,12 @@ class Registry:
         self._save(ch)
         return ch.name
 
-    def history_target(self, sid: int, target: str) -> tuple[str, str] | None:
+    def history_target(self, sid: int, target: str) -> tuple[str, str | None] | None:
         """The history key ``sid`` may read for ``target`` and its display name,
         or None when it may not: a channel's history follows the channel's entry
-        rules (ban, invite, key, secret); a conversation is only its two people's."""
+        rules (ban, invite, key, secret); a conversation is only its two people's.
+        For a conversation the name is the other party's nick when they are
+        online, else None (server/irc/history.py finds it in the rows)."""
         u = self.users[sid]
         if target[:1] in self.chantypes:
             ch = self.channels.get(self.fold(target))
@@ -399,9 +409,11 @@ class Registry:
             except RemoteProtocolError:
                 return None
             return ch.key, ch.name
+        if not is_valid_nick(target, 64):
+            return None
         other = self.find(target)
         other_id = self.identity(other) if other is not None else self.fold(target)
-        return dm_key(self.identity(u), other_id), other.nick if other is not None else target
+        return dm_key(self.identity(u), other_id), other.nick if other is not None else None
 
     def identity(self, u: User) -> str:
         """Whose conversation a DM belongs to: the account, else the nick."""
@@ -589,14 +601,18 @@ class Registry:
                 raise fail(numerics.ERR_USERONCHANNEL, target.nick, ch.name, text="is already on channel")
             ch.invites.add(target.fold)
             shown = ch.name
-            self.emit(ch.workers, InviteNotice(ch.key, sid, u.prefix, target.sid, target.nick, shown))
+            self.emit(ch.workers, InviteNotice(ch.key, sid, u.prefix, target.sid, target.nick, shown, u.account))
         else:
             shown = name
-        self.emit((target.worker,), Invited(target.sid, u.prefix, target.nick, shown))
+        self.emit((target.worker,), Invited(target.sid, u.prefix, target.nick, shown, u.account))
         return target.nick
 
-    def list_channels(self, sid: int, masks: list[str], min_users: int, max_users: int) -> list[tuple[str, int, str]]:
+    def list_channels(self, sid: int, masks: list[str], min_users: int, max_users: int,
+                      exclude: Iterable[str] = ()) -> list[tuple[str, int, str]]:
+        """LIST: channels matching any of ``masks`` (all when empty), none of
+        ``exclude``, with between ``min_users`` and ``max_users`` (-1: any) members."""
         u = self.users[sid]
+        exclude = list(exclude)
         out = []
         for key, ch in self.channels.items():
             if "s" in ch.modes and key not in u.channels:
@@ -605,6 +621,8 @@ class Registry:
             if n < min_users or (max_users >= 0 and n > max_users):
                 continue
             if masks and not any(mask_match(m, ch.name, self.casemapping) for m in masks):
+                continue
+            if exclude and any(mask_match(m, ch.name, self.casemapping) for m in exclude):
                 continue
             modes = "+" + "".join(sorted(ch.modes))
             out.append((ch.name, n, f"[{modes}] {ch.topic}" if ch.topic else f"[{modes}]"))
@@ -617,10 +635,15 @@ class Registry:
         rows = []
         ch = self.channels.get(self.fold(mask))
         if ch is not None:
-            if "s" in ch.modes and sid not in ch.members and "o" not in asker.modes:
+            member = sid in ch.members or "o" in asker.modes
+            if "s" in ch.modes and not member:
                 return []
             for msid, modes in ch.members.items():
-                rows.append(self._who_row(self.users[msid], ch.name, modes))
+                u = self.users[msid]
+                # to an outsider, a +i member is as hidden as with a mask (Modern IRC: WHO)
+                if not member and "i" in u.modes and not (u.channels & asker.channels):
+                    continue
+                rows.append(self._who_row(u, ch.name, modes))
             return rows
         if mask in ("0", "*", ""):
             mask = "*"
@@ -663,6 +686,11 @@ class Registry:
         oper = self._require_oper(sid)
         workers = {u.worker for u in self.users.values()}
         self.emit(workers, Wallops(oper.prefix, text))
+
+    def banned(self, sid: int, now: float) -> str | None:
+        """The reason ``sid`` is K-lined, before it registers (REGISTER before
+        connect must not create accounts for a banned address)."""
+        return self.kline_for(self.users[sid], now)
 
     def kline_for(self, u: User, now: float) -> str | None:
         self.klines = [k for k in self.klines if not k[4] or k[4] > now]

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 MIGRATIONS: list[str] = [
     # 1: accounts, registered channels, history
@@ -195,7 +195,10 @@ class Store:
                 limit: int = 100, newest: bool = True) -> list[tuple[int, str, float, str, str]]:
         """(id, msgid, time, tags, line) rows in chronological order. ``newest``
         picks the last ``limit`` rows of the range, else the first."""
-        where, args = ["target=?"], [cast(object, target)]
+        # TAGMSGs (typing notifications and the like) are not history: never
+        # returned, so they never count against a replay or a LIMIT
+        where = ["target=?", "kind!='T'"]
+        args: list[str | int] = [target]
         if before is not None:
             where.append("id<?")
             args.append(before)
@@ -208,25 +211,33 @@ class Store:
             rows = self.conn.execute(sql, (*args, limit)).fetchall()
         return sorted(rows)
 
-    def targets(self, targets: Iterable[str], start: float, end: float, limit: int) -> list[tuple[str, float]]:
-        """(target, latest time) of the given targets with messages in [start, end]."""
+    def targets(self, targets: Iterable[str], start: float, end: float, limit: int,
+                newest: bool = False) -> list[tuple[str, float]]:
+        """(target, latest time) of the given targets with messages strictly
+        between ``start`` and ``end``: the ``limit`` earliest such targets (by
+        that time), or with ``newest`` the latest."""
         keys = list(targets)
         if not keys:
             return []
         marks = ",".join("?" * len(keys))
+        order = "DESC" if newest else "ASC"
         with self.lock:
             rows = self.conn.execute(
-                f"SELECT target, max(time) FROM history WHERE target IN ({marks}) AND time BETWEEN ? AND ?"
-                " GROUP BY target ORDER BY max(time) LIMIT ?", (*keys, start, end, limit)).fetchall()
+                f"SELECT target, max(time) FROM history WHERE target IN ({marks}) AND time>? AND time<?"
+                f" AND kind!='T' GROUP BY target ORDER BY max(time) {order} LIMIT ?",
+                (*keys, start, end, limit)).fetchall()
         return [(r[0], r[1]) for r in rows]
 
-    def dm_targets(self, me: str, start: float, end: float, limit: int) -> list[tuple[str, float]]:
+    def dm_targets(self, me: str, start: float, end: float, limit: int,
+                   newest: bool = False) -> list[tuple[str, float]]:
+        """As :meth:`targets`, for the conversations of ``me`` (a folded identity)."""
         head, tail = f"@{me} ", f" {me}"  # compared exactly: no LIKE wildcards from nicks
+        order = "DESC" if newest else "ASC"
         with self.lock:
             rows = self.conn.execute(
                 "SELECT target, max(time) FROM history WHERE substr(target, 1, 1) = '@'"
-                " AND (substr(target, 1, ?) = ? OR substr(target, -?) = ?) AND time BETWEEN ? AND ?"
-                " GROUP BY target ORDER BY max(time) LIMIT ?",
+                " AND (substr(target, 1, ?) = ? OR substr(target, -?) = ?) AND time>? AND time<?"
+                f" AND kind!='T' GROUP BY target ORDER BY max(time) {order} LIMIT ?",
                 (len(head), head, len(tail), tail, start, end, limit)).fetchall()
         return [(r[0], r[1]) for r in rows]
 

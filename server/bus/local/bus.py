@@ -72,7 +72,7 @@ OPS = frozenset({
     "names", "whois", "whowas", "ison", "userhost", "lusers", "set_away", "set_user_mode",
     "set_realname", "mode", "mode_info", "mode_list", "kick", "invite", "list_channels", "who",
     "kill", "wallops", "kline", "unkline", "list_klines", "login", "account_created", "account_dropped",
-    "chan_register", "chan_drop", "chan_access", "chan_info", "set_history", "history_target",
+    "chan_register", "chan_drop", "chan_access", "chan_info", "set_history", "history_target", "banned",
 })
 
 HistoryRow = tuple[int, str, str, float, str, bytes, bytes]  # id, target, msgid, time, kind, tags, line
@@ -417,7 +417,22 @@ class Bus:
         if sender is not None:
             sender.last_active = self.now
         try:
-            if item.is_channel:
+            if item.is_channel and target[0] in "@+":
+                # STATUSMSG: to each member with at least that prefix, one copy each
+                # (sender 0: no echo per copy); the sender's echo and completion once
+                # (a delivery to a key no replica holds); not kept as history
+                ch = reg.channels.get(target[1:])
+                if ch is None:
+                    raise RemoteProtocolError(numerics.ERR_NOSUCHCHANNEL, target[1:], text="No such channel")
+                reg.check_send(sid, ch)
+                wanted = "o" if target[0] == "@" else "ov"
+                for msid, modes in ch.members.items():
+                    if msid != sid and any(m in modes for m in wanted):
+                        job.box(reg.users[msid].worker).append(
+                            PrivateDelivery(msid, 0, kind, item.tags_full, item.tags_time, item.body, 0))
+                job.box(worker).append(ChannelDelivery(target, sid, kind, item.tags_full, item.tags_time, item.body,
+                                                       token))
+            elif item.is_channel:
                 ch = reg.channels.get(target)
                 if ch is None:
                     raise RemoteProtocolError(numerics.ERR_NOSUCHCHANNEL, target, text="No such channel")
@@ -427,7 +442,7 @@ class Bus:
                     job.box(w).append(out)
                 if worker not in ch.workers:
                     job.box(worker).append(out)  # the sender's echo and completion
-                if ch.history and (kind != "T" or b";+" in item.tags_full):
+                if ch.history and kind != "T":  # TAGMSGs (typing...) are not history
                     self._store_row(ch.key, item)
             else:
                 to = reg.nicks.get(target)
@@ -440,7 +455,7 @@ class Bus:
                 job.box(user.worker).append(delivery)
                 if user.worker != worker:
                     job.box(worker).append(delivery)  # the sender's echo and completion
-                if kind != "T" or b";+" in item.tags_full:
+                if kind != "T":
                     key = dm_key(reg.identity(sender), reg.identity(user)) if sender is not None else None
                     if key is not None:
                         self._store_row(key, item)
