@@ -103,6 +103,21 @@ class Store:
         with self.lock:
             self.conn.close()
 
+    def defer_checkpoints(self) -> None:
+        """Never checkpoint the WAL from this connection's commits: an automatic
+        checkpoint runs inside the COMMIT that crosses the threshold, with its
+        fsyncs, and stalls whatever waits for that commit (the bus's deliveries:
+        up to a quarter of a second measured here, and half the cost of a small
+        commit). :meth:`checkpoint`, from another connection and thread, does it."""
+        with self.lock:
+            self.conn.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database as far as readers allow (PASSIVE: it
+        blocks neither readers nor writers)."""
+        with self.lock:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     # -- accounts -------------------------------------------------------------
     def create_account(self, fold: str, name: str, password_hash: str, email: str | None) -> bool:
         """False when the name is taken."""

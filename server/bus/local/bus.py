@@ -151,6 +151,17 @@ class Committer(threading.Thread):
             except OSError:
                 log.exception("server bans not saved to %s", self.bus.klines_path)
 
+    def checkpoints(self) -> None:
+        """The WAL checkpoints the committing connection does not do (Store.defer_checkpoints),
+        once a second from a connection of its own, off every delivery path."""
+        store = Store(self.bus.data_dir)
+        while True:
+            time.sleep(1.0)
+            try:
+                store.checkpoint()
+            except Exception:
+                log.exception("store: WAL checkpoint failed")
+
     def expire(self) -> None:
         """Retention, every ``expire_every`` seconds (in this thread, off the lock)."""
         now = time.time()
@@ -186,7 +197,9 @@ class Bus:
             max_list=int(settings.get("max_list", 100)),
         )
         data_dir = settings.get("data_dir", "data")
+        self.data_dir = data_dir
         self.store = Store(data_dir)
+        self.store.defer_checkpoints()
         self.registry.accounts = self.store.account_names()
         self.registry.registered = self.store.channels()
         self.registry.persist_channel = lambda key, record: self.job.effects.append(SaveChannel(key, record))
@@ -198,6 +211,7 @@ class Bus:
                                    int(settings.get("history_max_per_target", 0)),
                                    float(settings.get("history_expire_every", 60.0)))
         self.committer.start()
+        threading.Thread(target=self.committer.checkpoints, name="wal-checkpoint", daemon=True).start()
         self.published = 0
         self.batches = 0
         self.registrations = 0
