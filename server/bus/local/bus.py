@@ -187,6 +187,7 @@ class Bus:
         self.queued = threading.Condition(self.lock)  # a job was queued (wakes the committer)
         self.idle = threading.Condition(self.lock)  # the committer found nothing to do
         self.queue: deque[_Job] = deque()
+        self.generations: dict[int, int] = {}  # worker index -> how many times it was dropped
         self.committing = False
         self.job = _Job()  # the job the current locked section fills
         self.registry = Registry(
@@ -329,11 +330,14 @@ class Bus:
     def fetch(self, worker: int, timeout: float = 1.0) -> list[Delivered]:
         """Everything waiting for ``worker`` (blocks up to ``timeout`` for one item)."""
         with self.lock:
+            generation = self.generations.get(worker, 0)
             box = self._inbox(worker)
             if not box:
                 self.ready[worker].wait(timeout)
                 box = self.inboxes[worker]
-            if not box:
+            if not box or self.generations.get(worker, 0) != generation:
+                # (a call from a worker that died meanwhile must not take what
+                # is already waiting for its successor)
                 return []
             self.inboxes[worker] = []
             self.space.notify_all()
@@ -343,8 +347,11 @@ class Bus:
     def drop_worker(self, worker: int, reason: str = "Connection closed") -> int:
         """A worker died: its clients are gone; others see QUITs at once."""
         with self.lock:
+            self.generations[worker] = self.generations.get(worker, 0) + 1
             n = self.registry.drop_worker(worker, reason)
             self.job.out.pop(worker, None)
+            for queued in self.queue:  # records for the dead worker, not yet released
+                queued.out.pop(worker, None)
             self._queue(self.job)
             self.queued.notify()
             self.inboxes[worker] = []
