@@ -9,7 +9,8 @@ import time
 from typing import TYPE_CHECKING
 
 from server.irc.commands import command
-from server.ops.passwords import verify_password
+from server.irc.logins import LoginRefused, check
+from server.ops.passwords import dummy_hash, verify_password
 from server.protocol import (
     Message,
     RemoteProtocolError,
@@ -35,9 +36,17 @@ def require_oper(s: Session) -> None:
 def oper(s: Session, msg: Message) -> None:
     name, password = msg.params[0], msg.params[1]
     block = next((b for b in s.config.opers if b.get("name") == name), None)
-    if block is None or not verify_password(password, str(block.get("password", ""))):
+    # an unknown name is checked against a dummy hash: it takes as long as a known one
+    known = block is not None
+    stored = str(block.get("password", "")) if block is not None else dummy_hash()
+    try:
+        ok = check(s, "oper:" + name, lambda: verify_password(password, stored) and known)
+    except LoginRefused as exc:
+        raise RemoteProtocolError(N.ERR_PASSWDMISMATCH, text=f"Password incorrect: {exc.text}") from None
+    if not ok:
         log.warning("failed OPER attempt as %r from %s", name, s.ip)
         raise RemoteProtocolError(N.ERR_PASSWDMISMATCH, text="Password incorrect")
+    assert block is not None
     hostmask = str(block.get("hostmask", "*@*"))
     if not any(mask_match(hostmask, f"{s.user}@{h}") for h in (s.host, s.ip)):
         log.warning("OPER %r from %s refused by its host mask", name, s.ip)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 from server.irc.accounts import protect_nick
 from server.irc.commands import command
 from server.irc.features import CAP_VALUES, CAPS, CHANNEL_MODES, CREATED, USER_MODES, VERSION, isupport
+from server.irc.logins import LoginRefused, check
 from server.irc.server_info import lusers_replies, motd_replies
 from server.protocol import (
     Message,
@@ -136,10 +138,19 @@ def try_register(s: Session) -> None:
     if not s.nick_claimed and pending is None:
         return
     cfg = s.config
-    if cfg.password and s.password != cfg.password:
-        s.numeric(N.ERR_PASSWDMISMATCH, "Password incorrect")
-        s.close("Bad password")
-        return
+    if cfg.password:
+        given, wanted = (s.password or "").encode(), cfg.password.encode()
+        try:
+            ok = check(s, None, lambda: hmac.compare_digest(given, wanted), hashing=False)
+        except LoginRefused as exc:
+            s.numeric(N.ERR_PASSWDMISMATCH, f"Password incorrect: {exc.text}")
+            s.close("Bad password")
+            return
+        if not ok:
+            log.info("client %s gave a wrong server password", s.ip)
+            s.numeric(N.ERR_PASSWDMISMATCH, "Password incorrect")
+            s.close("Bad password")
+            return
     s.nick_pending = None
     banned: RemoteProtocolError | None = None
     try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.protocol import RemoteProtocolError, casefold, is_valid_channel, mask_match, normalize_mask, numerics
+from server.state.logins import LoginThrottle, Policy
 from server.state.store import dm_key
 
 Emit = Callable[[Iterable[int], tuple[Any, ...]], None]
@@ -108,6 +109,7 @@ class Registry:
         self.n_registered = 0
         self.n_invisible = 0
         self.n_opers = 0
+        self.logins = LoginThrottle()  # failed-login back-off, shared by every worker
 
     def fold(self, name: str) -> str:
         return casefold(name, self.casemapping)
@@ -175,6 +177,19 @@ class Registry:
         u.account = account
         if u.registered:
             self.emit(self._audience(u), ("C", sid, u.prefix, account or "*", tuple(u.channels)))
+
+    # -- failed-login back-off (server/state/logins.py) --------------------------
+    def login_attempt(self, address: str | None, account: str | None, now: float,
+                      policy: tuple[int, float, float, float]) -> float:
+        """Charge a password check; 0, or the seconds to wait (nothing charged)."""
+        return self.logins.attempt(address, account, now, Policy(*policy))
+
+    def login_done(self, address: str | None, account: str | None, ok: bool) -> None:
+        """The check succeeded (``ok``), or it never ran: refund its charge."""
+        if ok:
+            self.logins.succeeded(address, account)
+        else:
+            self.logins.refund(address, account)
 
     def set_user_mode(self, sid: int, mode: str, on: bool) -> None:
         u = self.users[sid]
