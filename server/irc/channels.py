@@ -14,6 +14,7 @@ from server.protocol import (
     RemoteProtocolError,
     casefold,
     is_channel,
+    parse_int,
 )
 from server.protocol import (
     numerics as N,
@@ -125,10 +126,14 @@ def list_(s: Session, msg: Message) -> None:
     min_users, max_users = 0, -1
     for param in msg.params[:2]:
         for item in param.split(","):
-            if item.startswith(">") and item[1:].isdigit():
-                min_users = int(item[1:]) + 1
-            elif item.startswith("<") and item[1:].isdigit():
-                max_users = int(item[1:]) - 1
+            if item[:1] in ("<", ">"):  # ELIST=U: a user count condition
+                count = parse_int(item[1:])
+                if count is None:
+                    raise RemoteProtocolError(N.ERR_UNKNOWNERROR, "LIST", text=f"Invalid user count in {item}")
+                if item[0] == ">":
+                    min_users = count + 1
+                else:
+                    max_users = count - 1
             elif item:
                 masks.append(item)
     rows = s.request("list_channels", s.sid, masks, min_users, max_users)

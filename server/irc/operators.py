@@ -15,6 +15,7 @@ from server.protocol import (
     Message,
     RemoteProtocolError,
     mask_match,
+    parse_int,
 )
 from server.protocol import (
     numerics as N,
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger(__name__)
+
+MAX_KLINE_MINUTES = 10_000_000  # about 19 years
 
 # -- operators ------------------------------------------------------------------
 def require_oper(s: Session) -> None:
@@ -83,9 +86,14 @@ def kline(s: Session, msg: Message) -> None:
             s.send(Message("NOTICE", (s.nick, f"K-Line {mask} by {by} ({left}): {reason}"), s.config.server_name))
         s.send(Message("NOTICE", (s.nick, "End of K-Lines"), s.config.server_name))
         return
-    minutes = 0.0
-    if params and params[0].isdigit() and len(params) > 1:
-        minutes = float(params.pop(0))
+    minutes = 0
+    if len(params) > 1 and not any(c.isalpha() or c in ".:@*?/" for c in params[0]):
+        # not a mask (no letters, no address or wildcard characters): the duration
+        duration = parse_int(params.pop(0), 0, MAX_KLINE_MINUTES)
+        if duration is None:
+            raise RemoteProtocolError(N.ERR_UNKNOWNERROR, "KLINE",
+                                      text=f"Invalid duration: minutes from 0 (permanent) to {MAX_KLINE_MINUTES}")
+        minutes = duration
     mask = params[0]
     reason = params[1] if len(params) > 1 and params[1] else "No reason"
     hit = s.request("kline", s.sid, mask, minutes * 60, reason, time.time())

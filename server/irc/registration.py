@@ -16,6 +16,7 @@ from server.protocol import (
     Message,
     RemoteProtocolError,
     is_valid_nick,
+    parse_int,
 )
 from server.protocol import (
     numerics as N,
@@ -36,8 +37,11 @@ def cap(s: Session, msg: Message) -> None:
     if sub == "LS":
         if not s.registered:
             s.cap_negotiating = True
-        if len(msg.params) > 1 and msg.params[1].isdigit():
-            s.cap_version = max(s.cap_version, int(msg.params[1]))
+        if len(msg.params) > 1:
+            version = parse_int(msg.params[1])
+            if version is None:
+                raise RemoteProtocolError(N.ERR_INVALIDCAPCMD, "LS", text="Invalid CAP version")
+            s.cap_version = max(s.cap_version, version)
         if s.cap_version >= 302:
             s.caps.add("cap-notify")
         if s.cap_version >= 302:

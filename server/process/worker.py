@@ -280,7 +280,9 @@ class Worker:
                 _, sid, numeric, params, text = item
                 s = sessions.get(sid)
                 if s is not None:
-                    put(s, Message(numeric, (s.nick, *params, text), self.config.server_name).to_bytes())
+                    # params may echo a client's trailing parameter: reply() makes them valid
+                    put(s, RemoteProtocolError(numeric, *params, text=text).reply(self.config.server_name,
+                                                                                  s.nick).to_bytes())
             elif kind == "L":
                 stamps.append(item[1])
             else:

@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.protocol import RemoteProtocolError, casefold, is_valid_channel, mask_match, normalize_mask, numerics
+from server.protocol import (
+    RemoteProtocolError,
+    casefold,
+    is_valid_channel,
+    mask_match,
+    normalize_mask,
+    numerics,
+    parse_int,
+)
 from server.state.logins import LoginThrottle, Policy
 from server.state.store import dm_key
 
@@ -522,13 +530,12 @@ class Registry:
                     applied.append((on, "k", "*"))
             elif letter == "l":
                 if on:
-                    try:
-                        limit = int(arg or "")
-                    except ValueError:
+                    limit = parse_int(arg or "", 1)
+                    if limit is None:
                         errors.append((numerics.ERR_INVALIDMODEPARAM, (ch.name, "l", arg or "*"),
                                        "Invalid limit"))
                         continue
-                    if limit <= 0 or limit == ch.limit:
+                    if limit == ch.limit:
                         continue
                     ch.limit = limit
                     applied.append((on, "l", str(limit)))
