@@ -74,6 +74,8 @@ class Channel:
     excepts: list[tuple[str, str, float]] = field(default_factory=list)
     invex: list[tuple[str, str, float]] = field(default_factory=list)
     invites: set[str] = field(default_factory=set)
+    # "b", "e" or "I" + the folded mask, for entries a server operator set: they match real addresses
+    real_masks: set[str] = field(default_factory=set)
     history: bool = True
     registered: dict[str, Any] | None = None  # ChanServ record, when registered
 
@@ -134,6 +136,8 @@ class Registry:
         holder = self.nicks.get(fold)
         if holder is not None and holder != sid:
             raise fail(numerics.ERR_NICKNAMEINUSE, nick, text="Nickname is already in use")
+        if u.registered and nick != u.nick:
+            self._check_nick_bans(u, nick)
         old_prefix = u.prefix
         if u.fold and self.nicks.get(u.fold) == sid:
             del self.nicks[u.fold]
@@ -144,6 +148,17 @@ class Registry:
             self._remember(u, old_nick)
             self.emit(self._audience(u), ("N", sid, old_prefix, nick, tuple(u.channels)))
         return old_prefix, nick, self.protected(u)
+
+    def _check_nick_bans(self, u: User, nick: str) -> None:
+        """A user banned in a channel they are in may not change nick, neither
+        out of the ban nor into one (ops and voiced users may)."""
+        for key in u.channels:
+            ch = self.channels[key]
+            if not ch.bans or ch.members.get(u.sid, ""):
+                continue
+            if self.is_banned(ch, u) or self.is_banned(ch, u, nick):
+                raise fail(numerics.ERR_BANONCHAN, nick, ch.name,
+                           text="Cannot change nickname while banned on channel")
 
     def protected(self, u: User) -> bool:
         """Whether ``u`` uses a registered nick without being logged in to it."""
@@ -412,7 +427,7 @@ class Registry:
         return self.fold(u.account) if u.account else u.fold
 
     def _check_entry(self, ch: Channel, u: User, password: str | None) -> None:
-        invited = u.fold in ch.invites or self._listed(ch.invex, u)
+        invited = u.fold in ch.invites or self._listed(ch, "I", u)
         if ch.limit is not None and len(ch.members) >= ch.limit and not invited:
             raise fail(numerics.ERR_CHANNELISFULL, ch.name, text="Cannot join channel (+l)")
         if "i" in ch.modes and not invited:
@@ -422,15 +437,24 @@ class Registry:
         if not invited and self.is_banned(ch, u):
             raise fail(numerics.ERR_BANNEDFROMCHAN, ch.name, text="Cannot join channel (+b)")
 
-    def is_banned(self, ch: Channel, u: User) -> bool:
-        return bool(ch.bans) and self._listed(ch.bans, u) and not self._listed(ch.excepts, u)
+    def is_banned(self, ch: Channel, u: User, nick: str | None = None) -> bool:
+        """Whether ``u`` (or ``u`` under ``nick``) is banned in ``ch``."""
+        return bool(ch.bans) and self._listed(ch, "b", u, nick) and not self._listed(ch, "e", u, nick)
 
-    def _listed(self, entries: list[tuple[str, str, float]], u: User) -> bool:
+    def _listed(self, ch: Channel, letter: str, u: User, nick: str | None = None) -> bool:
+        """Whether a ban, exception or invite entry matches ``u``. Every entry
+        matches the host others see (the cloak); only entries a server operator
+        set match the real address too, so a channel operator cannot learn a
+        cloaked user's address by banning guesses (docs/security.md)."""
+        entries = ch.lists(letter)
         if not entries:
             return False
-        prefix = u.prefix
-        real = f"{u.nick}!{u.user}@{u.ip}"
-        return any(mask_match(m, prefix, self.casemapping) or mask_match(m, real, self.casemapping)
+        nick = u.nick if nick is None else nick
+        prefix = f"{nick}!{u.user}@{u.host}"
+        real = f"{nick}!{u.user}@{u.ip}"
+        cm, reals = self.casemapping, ch.real_masks
+        return any(mask_match(m, prefix, cm)
+                   or (bool(reals) and letter + self.fold(m) in reals and mask_match(m, real, cm))
                    for m, _, _ in entries)
 
     def channel_info(self, ch: Channel) -> dict[str, Any]:
@@ -514,9 +538,12 @@ class Registry:
                         continue
                     entries.append((mask, u.prefix, now))
                     applied.append((on, letter, mask))
+                    if "o" in u.modes:
+                        ch.real_masks.add(letter + fold)
                 elif not on and present is not None:
                     entries.remove(present)
                     applied.append((on, letter, present[0]))
+                    ch.real_masks.discard(letter + fold)
             elif letter == "k":
                 if on:
                     key = (arg or "")[:32]
