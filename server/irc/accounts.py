@@ -205,7 +205,10 @@ def nickserv(s: Session, text: str) -> None:
     words = text.split()
     cmd = words[0].upper() if words else "HELP"
     args = words[1:]
-    reply = lambda t: service_reply(s, "NickServ", t)  # noqa: E731
+
+    def reply(text: str) -> None:
+        service_reply(s, "NickServ", text)
+
     if cmd == "REGISTER" and args:
         if s.account is not None:
             reply(f"You are already logged in as {s.account}.")
