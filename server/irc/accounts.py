@@ -1,8 +1,9 @@
 """Accounts: IRCv3 ``draft/account-registration`` (REGISTER), SASL PLAIN
 (AUTHENTICATE), and NickServ / ChanServ services for clients without them.
 
-Passwords are hashed with scrypt (server/passwords.py) in the client's own
-thread; they are never logged or stored in the clear.
+Passwords are hashed with scrypt (server/ops/passwords.py) in the client's own
+thread, under the worker's hash gate and the failed-login back-off
+(server/irc/logins.py); they are never logged or stored in the clear.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import time
 from typing import TYPE_CHECKING
 
 from server.irc.commands import command
-from server.ops.passwords import hash_password, verify_password
+from server.irc.logins import LoginRefused, check, new_hash, remember
+from server.ops.passwords import dummy_hash, verify_password
 from server.protocol import Message, RemoteProtocolError, casefold, is_valid_nick
 from server.protocol import numerics as N
 
@@ -31,12 +33,23 @@ SASL_MAX = 4000  # base64 characters buffered for one exchange, at most (10 chun
 
 # -- the shared steps ---------------------------------------------------------------
 def check_credentials(s: Client, account: str, password: str) -> str | None:
-    """The account's proper name when the password is right."""
-    record = s.worker.get_store().account(casefold(account))
-    if record is None or not verify_password(password, record[1]):
+    """The account's proper name when the password is right. An unknown
+    account costs the same hash as a known one. Raises :class:`LoginRefused`
+    when the back-off (or a full hash gate) keeps the password from being checked."""
+    fold = casefold(account)
+    found: list[str] = []
+
+    def verify() -> bool:
+        record = s.worker.get_store().account(fold)
+        ok = verify_password(password, record[1] if record is not None else dummy_hash())
+        if ok and record is not None:
+            found.append(record[0])
+        return bool(found)
+
+    if not check(s, "account:" + fold, verify):
         log.info("failed login for account %r from %s", account, s.ip)
         return None
-    return record[0]
+    return found[0]
 
 
 def login_mask(s: Client) -> str:
@@ -89,9 +102,14 @@ def create(s: Client, name: str, password: str, email: str | None) -> str | None
     if len(password) < s.config.password_min_length:
         return "WEAK_PASSWORD"
     fold = casefold(name)
-    if not s.worker.get_store().create_account(fold, name, hash_password(password), email):
+    try:
+        hashed = new_hash(s, password)
+    except LoginRefused:
+        return "TEMPORARILY_UNAVAILABLE"
+    if not s.worker.get_store().create_account(fold, name, hashed, email):
         return "ACCOUNT_EXISTS"
     s.request("account_created", fold)
+    remember(s, "account:" + fold)
     log.info("account %s registered from %s", name, s.ip)
     return None
 
@@ -133,7 +151,8 @@ def register(s: Client, msg: Message) -> None:
     code = create(s, account, password, None if email == "*" else email)
     texts = {"BAD_ACCOUNT_NAME": "Account names follow the nickname rules",
              "WEAK_PASSWORD": f"Passwords need at least {s.config.password_min_length} characters",
-             "ACCOUNT_EXISTS": "That account already exists"}
+             "ACCOUNT_EXISTS": "That account already exists",
+             "TEMPORARILY_UNAVAILABLE": "The server is busy; try again in a few seconds"}
     if code is not None:
         raise RemoteProtocolError.fail("REGISTER", code, account, text=texts[code])
     s.send(Message("REGISTER", ("SUCCESS", account, "Account created"), s.config.server_name))
@@ -204,7 +223,11 @@ def authenticate(s: Client, msg: Message) -> None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         s.numeric(N.ERR_SASLFAIL, "SASL authentication failed")
         return
-    name = check_credentials(s, authcid, password)
+    try:
+        name = check_credentials(s, authcid, password)
+    except LoginRefused as exc:
+        s.numeric(N.ERR_SASLFAIL, f"SASL authentication failed: {exc.text}")
+        return
     if name is None or (authzid and casefold(authzid) != casefold(authcid)):
         s.numeric(N.ERR_SASLFAIL, "SASL authentication failed")
         return
@@ -257,6 +280,8 @@ def nickserv(s: Client, text: str) -> None:
         code = create(s, s.nick, args[0], args[1] if len(args) > 1 else None)
         if code == "ACCOUNT_EXISTS":
             reply(f"The nickname {s.nick} is already registered.")
+        elif code == "TEMPORARILY_UNAVAILABLE":
+            reply("The server is busy; try again in a few seconds.")
         elif code == "WEAK_PASSWORD":
             reply(f"Choose a password of at least {s.config.password_min_length} characters.")
         elif code is not None:
@@ -266,7 +291,12 @@ def nickserv(s: Client, text: str) -> None:
             log_in(s, s.nick)
     elif cmd == "IDENTIFY" and args:
         account, password = (args[0], args[1]) if len(args) > 1 else (s.nick, args[0])
-        name = check_credentials(s, account, password)
+        try:
+            name = check_credentials(s, account, password)
+        except LoginRefused as exc:
+            reply(exc.text + ".")
+            s.numeric(N.ERR_SASLFAIL, f"Authentication failed: {exc.text}")
+            return
         if name is None:
             reply("Invalid account or password.")
             s.numeric(N.ERR_SASLFAIL, "Authentication failed")
@@ -285,10 +315,19 @@ def nickserv(s: Client, text: str) -> None:
         elif len(args[1]) < s.config.password_min_length:
             reply(f"Choose a password of at least {s.config.password_min_length} characters.")
         else:
-            s.worker.get_store().set_password(casefold(s.account), hash_password(args[1]))
+            try:
+                s.worker.get_store().set_password(casefold(s.account), new_hash(s, args[1]))
+            except LoginRefused as exc:
+                reply(exc.text + ".")
+                return
             reply("Password changed.")
     elif cmd == "DROP" and args:
-        if s.account is None or check_credentials(s, s.account, args[0]) is None:
+        try:
+            checked = s.account is not None and check_credentials(s, s.account, args[0]) is not None
+        except LoginRefused as exc:
+            reply(exc.text + ".")
+            return
+        if s.account is None or not checked:
             reply("Log in and give your password to drop your account.")
         else:
             fold = casefold(s.account)

@@ -141,7 +141,7 @@ def list_(s: Client, msg: Message) -> None:
             if item[:1] in "<>":
                 n = parse_int(item[1:])
                 if n is None:
-                    continue
+                    raise RemoteProtocolError(N.ERR_UNKNOWNERROR, "LIST", text=f"Invalid user count in {item}")
                 if item[0] == ">":
                     min_users = max(min_users, n + 1)
                 else:

@@ -9,11 +9,13 @@ import time
 from typing import TYPE_CHECKING
 
 from server.irc.commands import command
-from server.ops.passwords import verify_password
+from server.irc.logins import LoginRefused, check
+from server.ops.passwords import dummy_hash, verify_password
 from server.protocol import (
     Message,
     RemoteProtocolError,
     mask_match,
+    parse_int,
 )
 from server.protocol import (
     numerics as N,
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger(__name__)
+
+MAX_KLINE_MINUTES = 10_000_000  # about 19 years
 
 # -- operators ------------------------------------------------------------------
 def require_oper(s: Client) -> None:
@@ -37,9 +41,17 @@ def oper(s: Client, msg: Message) -> None:
     Becomes an IRC operator, if an [[oper]] block of the server's configuration matches."""
     name, password = msg.params[0], msg.params[1]
     block = next((b for b in s.config.opers if b.get("name") == name), None)
-    if block is None or not verify_password(password, str(block.get("password", ""))):
+    # an unknown name is checked against a dummy hash: it takes as long as a known one
+    known = block is not None
+    stored = str(block.get("password", "")) if block is not None else dummy_hash()
+    try:
+        ok = check(s, "oper:" + name, lambda: verify_password(password, stored) and known)
+    except LoginRefused as exc:
+        raise RemoteProtocolError(N.ERR_PASSWDMISMATCH, text=f"Password incorrect: {exc.text}") from None
+    if not ok:
         log.warning("failed OPER attempt as %r from %s", name, s.ip)
         raise RemoteProtocolError(N.ERR_PASSWDMISMATCH, text="Password incorrect")
+    assert block is not None
     hostmask = str(block.get("hostmask", "*@*"))
     if not any(mask_match(hostmask, f"{s.user}@{h}") for h in (s.host, s.ip)):
         log.warning("OPER %r from %s refused by its host mask", name, s.ip)
@@ -82,9 +94,14 @@ def kline(s: Client, msg: Message) -> None:
             s.send(Message("NOTICE", (s.nick, f"K-Line {mask} by {by} ({left}): {reason}"), s.config.server_name))
         s.send(Message("NOTICE", (s.nick, "End of K-Lines"), s.config.server_name))
         return
-    minutes = 0.0
-    if params and params[0].isdigit() and len(params) > 1:
-        minutes = float(params.pop(0))
+    minutes = 0
+    if len(params) > 1 and not any(c.isalpha() or c in ".:@*?/" for c in params[0]):
+        # not a mask (no letters, no address or wildcard characters): the duration
+        duration = parse_int(params.pop(0), 0, MAX_KLINE_MINUTES)
+        if duration is None:
+            raise RemoteProtocolError(N.ERR_UNKNOWNERROR, "KLINE",
+                                      text=f"Invalid duration: minutes from 0 (permanent) to {MAX_KLINE_MINUTES}")
+        minutes = duration
     mask = params[0]
     reason = params[1] if len(params) > 1 and params[1] else "No reason"
     hit = s.request("kline", s.sid, mask, minutes * 60, reason, time.time())

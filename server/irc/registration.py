@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -9,11 +10,13 @@ from typing import TYPE_CHECKING
 from server.irc.accounts import protect_nick, registration_keys
 from server.irc.commands import command
 from server.irc.features import CAP_VALUES, CAPS, CHANNEL_MODES, CREATED, USER_MODES, VERSION, isupport
+from server.irc.logins import LoginRefused, check
 from server.irc.server_info import lusers_replies, motd_replies
 from server.protocol import (
     Message,
     RemoteProtocolError,
     is_valid_nick,
+    parse_int,
 )
 from server.protocol import (
     numerics as N,
@@ -36,8 +39,11 @@ def cap(s: Client, msg: Message) -> None:
     if sub == "LS":
         if not s.registered:
             s.cap_negotiating = True
-        if len(msg.params) > 1 and msg.params[1].isdigit():
-            s.cap_version = max(s.cap_version, int(msg.params[1]))
+        if len(msg.params) > 1:
+            version = parse_int(msg.params[1])
+            if version is None:
+                raise RemoteProtocolError(N.ERR_INVALIDCAPCMD, "LS", text="Invalid CAP version")
+            s.cap_version = max(s.cap_version, version)
         if s.cap_version >= 302:
             s.caps.add("cap-notify")
         if s.cap_version >= 302:
@@ -147,10 +153,19 @@ def try_register(s: Client) -> None:
     if not s.nick_claimed and pending is None:
         return
     cfg = s.config
-    if cfg.password and s.password != cfg.password:
-        s.numeric(N.ERR_PASSWDMISMATCH, "Password incorrect")
-        s.close("Bad password")
-        return
+    if cfg.password:
+        given, wanted = (s.password or "").encode(), cfg.password.encode()
+        try:
+            ok = check(s, None, lambda: hmac.compare_digest(given, wanted), hashing=False)
+        except LoginRefused as exc:
+            s.numeric(N.ERR_PASSWDMISMATCH, f"Password incorrect: {exc.text}")
+            s.close("Bad password")
+            return
+        if not ok:
+            log.info("client %s gave a wrong server password", s.ip)
+            s.numeric(N.ERR_PASSWDMISMATCH, "Password incorrect")
+            s.close("Bad password")
+            return
     s.nick_pending = None
     banned: RemoteProtocolError | None = None
     try:

@@ -77,6 +77,14 @@ class Config:
     cloak_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     nick_change_burst: int = 5  # nick changes at once, then one per nick_change_interval seconds
     nick_change_interval: float = 15.0
+    # -- failed logins (IDENTIFY, SASL, OPER, PASS): back-off per address and per account
+    login_free_attempts: int = 3  # attempts before any wait, then login_backoff, doubling, at most login_backoff_max
+    login_backoff: float = 1.0
+    login_backoff_max: float = 60.0
+    login_backoff_reset: float = 900.0  # seconds without a failure after which an address or account starts over
+    login_backoff_exempt: list[str] = field(default_factory=list)  # CIDRs without the per-address back-off
+    hash_concurrency: int = 2  # password hashes (scrypt, ~40 ms, 16 MiB each) at once per worker
+    hash_wait: float = 5.0  # seconds a login waits for a hashing slot before "try again"
     # -- flood control: a token bucket of lines per client
     flood_burst: int = 20
     flood_rate: float = 4.0

@@ -20,6 +20,12 @@ import ssl
 
 from server.ops.config import Config
 
+# A fatal unexpected_message alert (RFC 8446 5.: the answer to a record type
+# that is not TLS), for when OpenSSL gives up without writing one of its own:
+# it sends none when the first bytes are not a TLS record at all (plaintext
+# IRC or HTTP on the TLS port), and a client then sees only a silent close.
+UNEXPECTED_MESSAGE_ALERT = b"\x15\x03\x03\x00\x02\x02\x0a"
+
 
 class TLSConfigError(Exception):
     """The certificate or key cannot be used."""
@@ -68,6 +74,11 @@ class TLSState:
         except ssl.SSLWantReadError:
             pass
         return self.done, self.outgoing.read()
+
+    def failure_alert(self) -> bytes:
+        """After a failed handshake: what tells the client why (OpenSSL's own
+        alert, else an unexpected_message alert)."""
+        return self.outgoing.read() or UNEXPECTED_MESSAGE_ALERT
 
     def decrypt(self, data: bytes | None) -> tuple[bytes, bytes, bool]:
         """Feed ciphertext (``b""``: EOF; None: nothing new, just read what is

@@ -134,7 +134,7 @@ class Output:
             try:
                 done, out = self.tls.handshake(data)
             except ssl.SSLError:
-                self._queue(self.tls.outgoing.read())  # the alert that tells the client why
+                self._queue(self.tls.failure_alert())  # the alert that tells the client why
                 raise
             overflow = self._queue(out)
             if done and (self.ws is None or self.ws.open):

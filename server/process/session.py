@@ -39,7 +39,7 @@ from server.irc.commands import batch_ref
 from server.ops.tls import TLSState
 from server.process.sendq import Output
 from server.process.websocket import WebSocketState
-from server.protocol import MAX_CLIENT_TAGS, Decoder, Message, RemoteProtocolError, escape_tag_value
+from server.protocol import MAX_CLIENT_TAGS, Decoder, Message, RemoteProtocolError, as_middle, escape_tag_value
 
 if TYPE_CHECKING:
     from server.process.worker import Worker
@@ -188,13 +188,14 @@ class Session:
         self.out.write(data)
 
     def numeric(self, numeric: str, *params: str) -> None:
-        """Send a numeric reply: ``:server NNN nick params...``."""
-        self.emit([Message(numeric, (self.nick, *params), self.config.server_name)])
+        """Send a numeric reply: ``:server NNN nick params...``. Parameters but
+        the last (the text) may echo a client's trailing one: made valid middles."""
+        self.numerics([(numeric, *params)])
 
     def numerics(self, replies: list[tuple[str, ...]]) -> None:
         """Several numerics in one write."""
-        src, nick = self.config.server_name, self.nick
-        self.emit([Message(r[0], (nick, *r[1:]), src) for r in replies])
+        src, nick = self.config.server_name, as_middle(self.nick)
+        self.emit([Message(r[0], (nick, *map(as_middle, r[1:-1]), *r[-1:]), src) for r in replies])
 
     def error(self, exc: RemoteProtocolError) -> None:
         self.send(exc.reply(self.config.server_name, self.nick))

@@ -352,7 +352,9 @@ class Worker:
             elif type(item) is Reply:
                 me = sessions.get(item.sid)
                 if me is not None:
-                    line = Message(item.numeric, (me.nick, *item.params, item.text), self.config.server_name).to_bytes()
+                    # params may echo a client's trailing parameter: reply() makes them valid
+                    line = RemoteProtocolError(item.numeric, *item.params, text=item.text).reply(
+                        self.config.server_name, me.nick).to_bytes()
                     unit = sending.pop(item.token, None) if item.token else None
                     if unit is not None:
                         me.complete(unit, [line])

@@ -56,13 +56,14 @@ class RemoteProtocolError(ProtocolError):
 
     def reply(self, server: str, nick: str) -> Message:
         """The message that tells ``nick`` about the error, sent by ``server``."""
-        from .message import Message
+        from .message import Message, as_middle
 
-        if self.numeric in _STANDARD_REPLIES:
-            params = (*self.params, self.text)
-        else:
-            params = (nick or "*", *self.params, self.text)
-        return Message(self.numeric, params, source=server)
+        # The parameters often echo what the client sent (a nick, a channel),
+        # which may be empty or hold spaces when it came as a trailing parameter:
+        # a reply must still go out, so those are made into valid middle ones.
+        echoed = tuple(as_middle(p) for p in self.params)
+        head = () if self.numeric in _STANDARD_REPLIES else (as_middle(nick),)
+        return Message(self.numeric, (*head, *echoed, self.text), source=server)
 
 
 class InputTooLong(RemoteProtocolError):

@@ -121,6 +121,12 @@ class Message:
         return self.to_line()
 
 
+def as_middle(param: str) -> str:
+    """``param`` made fit for a middle parameter (not empty, no space, no
+    leading ``:``), for replies that echo what a client sent as a trailing one."""
+    return param.replace(" ", "_").lstrip(":") or "*"
+
+
 def parse(line: str) -> Message:
     """Parse one line (without its line ending) into a Message.
 

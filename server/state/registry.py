@@ -45,7 +45,9 @@ from server.protocol import (
     mask_match,
     normalize_mask,
     numerics,
+    parse_int,
 )
+from server.state.logins import LoginThrottle, Policy
 from server.state.store import dm_key
 
 Emit = Callable[[Iterable[int], Event], None]
@@ -92,6 +94,8 @@ class Channel:
     excepts: list[tuple[str, str, float]] = field(default_factory=list)
     invex: list[tuple[str, str, float]] = field(default_factory=list)
     invites: set[str] = field(default_factory=set)
+    # "b", "e" or "I" + the folded mask, for entries a server operator set: they match real addresses
+    real_masks: set[str] = field(default_factory=set)
     history: bool = True
     registered: dict[str, Any] | None = None  # ChanServ record, when registered
 
@@ -135,6 +139,7 @@ class Registry:
         self.n_registered = 0
         self.n_invisible = 0
         self.n_opers = 0
+        self.logins = LoginThrottle()  # failed-login back-off, shared by every worker
 
     def fold(self, name: str) -> str:
         return casefold(name, self.casemapping)
@@ -151,6 +156,8 @@ class Registry:
         holder = self.nicks.get(fold)
         if holder is not None and holder != sid:
             raise fail(numerics.ERR_NICKNAMEINUSE, nick, text="Nickname is already in use")
+        if u.registered and nick != u.nick:
+            self._check_nick_bans(u, nick)
         old_prefix = u.prefix
         if u.fold and self.nicks.get(u.fold) == sid:
             del self.nicks[u.fold]
@@ -161,6 +168,17 @@ class Registry:
             self._remember(u, old_nick)
             self.emit(self._audience(u), NickChanged(sid, old_prefix, nick, tuple(u.channels)))
         return old_prefix, nick, self.protected(u)
+
+    def _check_nick_bans(self, u: User, nick: str) -> None:
+        """A user banned in a channel they are in may not change nick, neither
+        out of the ban nor into one (ops and voiced users may)."""
+        for key in u.channels:
+            ch = self.channels[key]
+            if not ch.bans or ch.members.get(u.sid, ""):
+                continue
+            if self.is_banned(ch, u) or self.is_banned(ch, u, nick):
+                raise fail(numerics.ERR_BANONCHAN, nick, ch.name,
+                           text="Cannot change nickname while banned on channel")
 
     def protected(self, u: User) -> bool:
         """Whether ``u`` uses a registered nick without being logged in to it."""
@@ -202,6 +220,19 @@ class Registry:
         u.account = account
         if u.registered:
             self.emit(self._audience(u), AccountChanged(sid, u.prefix, account or "*", tuple(u.channels)))
+
+    # -- failed-login back-off (server/state/logins.py) --------------------------
+    def login_attempt(self, address: str | None, account: str | None, now: float,
+                      policy: tuple[int, float, float, float]) -> float:
+        """Charge a password check; 0, or the seconds to wait (nothing charged)."""
+        return self.logins.attempt(address, account, now, Policy(*policy))
+
+    def login_done(self, address: str | None, account: str | None, ok: bool) -> None:
+        """The check succeeded (``ok``), or it never ran: refund its charge."""
+        if ok:
+            self.logins.succeeded(address, account)
+        else:
+            self.logins.refund(address, account)
 
     def set_user_mode(self, sid: int, mode: str, on: bool) -> None:
         u = self.users[sid]
@@ -420,7 +451,7 @@ class Registry:
         return self.fold(u.account) if u.account else u.fold
 
     def _check_entry(self, ch: Channel, u: User, password: str | None) -> None:
-        invited = u.fold in ch.invites or self._listed(ch.invex, u)
+        invited = u.fold in ch.invites or self._listed(ch, "I", u)
         if ch.limit is not None and len(ch.members) >= ch.limit and not invited:
             raise fail(numerics.ERR_CHANNELISFULL, ch.name, text="Cannot join channel (+l)")
         if "i" in ch.modes and not invited:
@@ -430,15 +461,24 @@ class Registry:
         if not invited and self.is_banned(ch, u):
             raise fail(numerics.ERR_BANNEDFROMCHAN, ch.name, text="Cannot join channel (+b)")
 
-    def is_banned(self, ch: Channel, u: User) -> bool:
-        return bool(ch.bans) and self._listed(ch.bans, u) and not self._listed(ch.excepts, u)
+    def is_banned(self, ch: Channel, u: User, nick: str | None = None) -> bool:
+        """Whether ``u`` (or ``u`` under ``nick``) is banned in ``ch``."""
+        return bool(ch.bans) and self._listed(ch, "b", u, nick) and not self._listed(ch, "e", u, nick)
 
-    def _listed(self, entries: list[tuple[str, str, float]], u: User) -> bool:
+    def _listed(self, ch: Channel, letter: str, u: User, nick: str | None = None) -> bool:
+        """Whether a ban, exception or invite entry matches ``u``. Every entry
+        matches the host others see (the cloak); only entries a server operator
+        set match the real address too, so a channel operator cannot learn a
+        cloaked user's address by banning guesses (docs/security.md)."""
+        entries = ch.lists(letter)
         if not entries:
             return False
-        prefix = u.prefix
-        real = f"{u.nick}!{u.user}@{u.ip}"
-        return any(mask_match(m, prefix, self.casemapping) or mask_match(m, real, self.casemapping)
+        nick = u.nick if nick is None else nick
+        prefix = f"{nick}!{u.user}@{u.host}"
+        real = f"{nick}!{u.user}@{u.ip}"
+        cm, reals = self.casemapping, ch.real_masks
+        return any(mask_match(m, prefix, cm)
+                   or (bool(reals) and letter + self.fold(m) in reals and mask_match(m, real, cm))
                    for m, _, _ in entries)
 
     def channel_info(self, ch: Channel) -> dict[str, Any]:
@@ -522,9 +562,12 @@ class Registry:
                         continue
                     entries.append((mask, u.prefix, now))
                     applied.append((on, letter, mask))
+                    if "o" in u.modes:
+                        ch.real_masks.add(letter + fold)
                 elif not on and present is not None:
                     entries.remove(present)
                     applied.append((on, letter, present[0]))
+                    ch.real_masks.discard(letter + fold)
             elif letter == "k":
                 if on:
                     key = (arg or "")[:32]
@@ -538,13 +581,12 @@ class Registry:
                     applied.append((on, "k", "*"))
             elif letter == "l":
                 if on:
-                    try:
-                        limit = int(arg or "")
-                    except ValueError:
+                    limit = parse_int(arg or "", 1)
+                    if limit is None:
                         errors.append((numerics.ERR_INVALIDMODEPARAM, (ch.name, "l", arg or "*"),
                                        "Invalid limit"))
                         continue
-                    if limit <= 0 or limit == ch.limit:
+                    if limit == ch.limit:
                         continue
                     ch.limit = limit
                     applied.append((on, "l", str(limit)))

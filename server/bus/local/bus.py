@@ -73,6 +73,7 @@ OPS = frozenset({
     "set_realname", "mode", "mode_info", "mode_list", "kick", "invite", "list_channels", "who",
     "kill", "wallops", "kline", "unkline", "list_klines", "login", "account_created", "account_dropped",
     "chan_register", "chan_drop", "chan_access", "chan_info", "set_history", "history_target", "banned",
+    "login_attempt", "login_done",
 })
 
 HistoryRow = tuple[int, str, str, float, str, bytes, bytes]  # id, target, msgid, time, kind, tags, line
