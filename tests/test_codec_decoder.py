@@ -26,6 +26,7 @@ from server.protocol import (
     MalformedMessage,
     Message,
     RemoteProtocolError,
+    error_reply,
     numerics,
 )
 from server.protocol import framing as framing_module
@@ -147,7 +148,7 @@ def test_stray_cr_is_malformed() -> None:
     out = Decoder().feed(b"PRIVMSG #a :hi\rNICK x\r\nNICK y\r\n")
     assert len(out) == 2
     assert isinstance(out[0], MalformedMessage)
-    assert out[0].reply("srv", "me").params[:2] == ("me", "PRIVMSG")
+    assert error_reply(out[0], "srv", "me").params[:2] == ("me", "PRIVMSG")
     assert out[1] == Message("NICK", ("y",))
     assert isinstance(Decoder().feed(b"NICK a\r\r\n")[0], MalformedMessage)
 
@@ -169,7 +170,7 @@ def test_body_of_511_bytes_is_refused(ending: bytes) -> None:
     out = decoder.feed(body_line(MAX_BODY - 1) + ending + b"PING :next\r\n")
     assert len(out) == 2
     assert isinstance(out[0], InputTooLong)
-    reply = out[0].reply("irc.example", "alice")
+    reply = error_reply(out[0], "irc.example", "alice")
     assert reply.command == numerics.ERR_INPUTTOOLONG == "417"
     assert reply.source == "irc.example"
     assert reply.params[0] == "alice"
@@ -303,7 +304,7 @@ def test_invalid_utf8_strict_is_refused_with_fail() -> None:
     assert len(out) == 2
     error = out[0]
     assert isinstance(error, InvalidUtf8)
-    line = error.reply("irc.example", "alice").to_line()
+    line = error_reply(error, "irc.example", "alice").to_line()
     assert line.startswith(":irc.example FAIL PRIVMSG INVALID_UTF8 :")
     assert "alice" not in line
     assert out[1] == Message("PING", ("x",))
@@ -312,13 +313,13 @@ def test_invalid_utf8_strict_is_refused_with_fail() -> None:
 def test_invalid_utf8_command_is_found_behind_tags_and_source() -> None:
     (error,) = Decoder().feed(b"@a=b :n!u@h privmsg #a :\xff\r\n")
     assert isinstance(error, InvalidUtf8)
-    assert error.reply("srv", "me").params[:2] == ("PRIVMSG", "INVALID_UTF8")
+    assert error_reply(error, "srv", "me").params[:2] == ("PRIVMSG", "INVALID_UTF8")
 
 
 def test_invalid_utf8_without_a_command_uses_a_star() -> None:
     (error,) = Decoder().feed(b"\xff\xfe\r\n")
     assert isinstance(error, InvalidUtf8)
-    assert error.reply("srv", "me").params[:2] == ("*", "INVALID_UTF8")
+    assert error_reply(error, "srv", "me").params[:2] == ("*", "INVALID_UTF8")
 
 
 def test_invalid_utf8_lenient_is_latin1() -> None:
@@ -335,7 +336,7 @@ def test_nul_is_malformed_with_400() -> None:
     assert len(out) == 2
     error = out[0]
     assert isinstance(error, MalformedMessage)
-    reply = error.reply("irc.example", "alice")
+    reply = error_reply(error, "irc.example", "alice")
     assert reply.command == numerics.ERR_UNKNOWNERROR == "400"
     assert reply.to_line() == ":irc.example 400 alice PRIVMSG :Malformed message: NUL character"
     assert out[1] == Message("PING", ("x",))
@@ -355,7 +356,7 @@ def test_line_without_a_command_is_malformed(line: bytes) -> None:
     out = Decoder().feed(line + b"\r\nPING :x\r\n")
     assert len(out) == 2
     assert isinstance(out[0], MalformedMessage)
-    assert out[0].reply("srv", "").to_line().startswith(":srv 400 * * :Malformed message")
+    assert error_reply(out[0], "srv", "").to_line().startswith(":srv 400 * * :Malformed message")
     assert out[1] == Message("PING", ("x",))
 
 
@@ -384,7 +385,7 @@ def test_random_bytes_never_raise(decoder_args: dict[str, Any], junk: bytes, cut
         assert isinstance(item, Message | RemoteProtocolError)
         if isinstance(item, RemoteProtocolError):
             # Every error can be answered with a well-formed line.
-            assert item.reply("srv", "nick").to_line()
+            assert error_reply(item, "srv", "nick").to_line()
     assert decoder.buffered <= decoder.max_tags + decoder.max_body
     # Whatever came before, the decoder keeps working after the next newline.
     tail = decoder.feed(b"\r\nPING :after\r\n")

@@ -39,7 +39,15 @@ from server.irc.commands import batch_ref
 from server.ops.tls import TLSState
 from server.process.sendq import Output
 from server.process.websocket import WebSocketState
-from server.protocol import MAX_CLIENT_TAGS, Decoder, Message, RemoteProtocolError, as_middle, escape_tag_value
+from server.protocol import (
+    MAX_CLIENT_TAGS,
+    Decoder,
+    Message,
+    RemoteProtocolError,
+    as_middle,
+    error_reply,
+    escape_tag_value,
+)
 
 if TYPE_CHECKING:
     from server.process.worker import Worker
@@ -198,7 +206,7 @@ class Session:
         self.emit([Message(r[0], (nick, *map(as_middle, r[1:-1]), *r[-1:]), src) for r in replies])
 
     def error(self, exc: RemoteProtocolError) -> None:
-        self.send(exc.reply(self.config.server_name, self.nick))
+        self.send(error_reply(exc, self.config.server_name, self.nick))
 
     def emit(self, msgs: list[Message]) -> None:
         """Replies from this client's own thread, in command order: written at

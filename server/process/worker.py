@@ -69,7 +69,7 @@ from server.process.sendq import Writer
 from server.process.session import ConnectionGone, Pending, Session, Unit, handle_client
 from server.process.threads import ClientThreads
 from server.process.websocket import WebSocketState
-from server.protocol import Message, RemoteProtocolError, escape_tag_value
+from server.protocol import Message, RemoteProtocolError, error_reply, escape_tag_value
 from server.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -353,8 +353,8 @@ class Worker:
                 me = sessions.get(item.sid)
                 if me is not None:
                     # params may echo a client's trailing parameter: reply() makes them valid
-                    line = RemoteProtocolError(item.numeric, *item.params, text=item.text).reply(
-                        self.config.server_name, me.nick).to_bytes()
+                    line = error_reply(RemoteProtocolError(item.numeric, *item.params, text=item.text),
+                                       self.config.server_name, me.nick).to_bytes()
                     unit = sending.pop(item.token, None) if item.token else None
                     if unit is not None:
                         me.complete(unit, [line])

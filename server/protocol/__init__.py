@@ -25,7 +25,7 @@ from .errors import (
 )
 from .framing import MAX_BODY, MAX_CLIENT_TAGS, MAX_TAGS, Decoder
 from .hostmask import Hostmask, is_valid_hostname, mask_match, normalize_mask, split_userhost
-from .message import Message, as_middle, build, escape_tag_value, format_tags, parse, unescape_tag_value
+from .message import Message, as_middle, build, error_reply, escape_tag_value, format_tags, parse, unescape_tag_value
 from .numbers import parse_int
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "as_middle",
     "build",
     "casefold",
+    "error_reply",
     "escape_tag_value",
     "format_tags",
     "is_channel",

@@ -8,12 +8,7 @@ Command handlers raise ``RemoteProtocolError`` instead of building error lines.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from . import numerics
-
-if TYPE_CHECKING:
-    from .message import Message
 
 __all__ = [
     "InputTooLong",
@@ -24,7 +19,7 @@ __all__ = [
     "RemoteProtocolError",
 ]
 
-_STANDARD_REPLIES = frozenset({"FAIL", "WARN", "NOTE"})
+STANDARD_REPLIES = frozenset({"FAIL", "WARN", "NOTE"})
 
 
 class ProtocolError(Exception):
@@ -53,17 +48,6 @@ class RemoteProtocolError(ProtocolError):
     @classmethod
     def fail(cls, command: str, code: str, *context: str, text: str) -> RemoteProtocolError:
         return cls("FAIL", command, code, *context, text=text)
-
-    def reply(self, server: str, nick: str) -> Message:
-        """The message that tells ``nick`` about the error, sent by ``server``."""
-        from .message import Message, as_middle
-
-        # The parameters often echo what the client sent (a nick, a channel),
-        # which may be empty or hold spaces when it came as a trailing parameter:
-        # a reply must still go out, so those are made into valid middle ones.
-        echoed = tuple(as_middle(p) for p in self.params)
-        head = () if self.numeric in _STANDARD_REPLIES else (as_middle(nick),)
-        return Message(self.numeric, (*head, *echoed, self.text), source=server)
 
 
 class InputTooLong(RemoteProtocolError):

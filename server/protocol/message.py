@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import LocalProtocolError, MalformedMessage
+from .errors import STANDARD_REPLIES, LocalProtocolError, MalformedMessage, RemoteProtocolError
 
 __all__ = ["Message", "build", "escape_tag_value", "format_tags", "parse", "unescape_tag_value"]
 
@@ -125,6 +125,17 @@ def as_middle(param: str) -> str:
     """``param`` made fit for a middle parameter (not empty, no space, no
     leading ``:``), for replies that echo what a client sent as a trailing one."""
     return param.replace(" ", "_").lstrip(":") or "*"
+
+
+def error_reply(exc: RemoteProtocolError, server: str, nick: str) -> Message:
+    """The message that tells ``nick`` about ``exc``, sent by ``server``.
+
+    The parameters often echo what the client sent (a nick, a channel), which
+    may be empty or hold spaces when it came as a trailing parameter: a reply
+    must still go out, so those are made into valid middle ones."""
+    echoed = tuple(as_middle(p) for p in exc.params)
+    head = () if exc.numeric in STANDARD_REPLIES else (as_middle(nick),)
+    return Message(exc.numeric, (*head, *echoed, exc.text), source=server)
 
 
 def parse(line: str) -> Message:
