@@ -53,7 +53,7 @@ __all__ = [
 
 # Capabilities the client understands, asked for when the server offers them.
 WANTED_CAPS = frozenset({
-    "away-notify", "batch", "cap-notify", "chathistory", "draft/chathistory", "echo-message",
+    "away-notify", "batch", "cap-notify", "chathistory", "draft/chathistory", "draft/multiline", "echo-message",
     "extended-join", "message-tags", "multi-prefix", "server-time", "userhost-in-names",
 })
 
@@ -226,6 +226,7 @@ class IRCConnection:
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # set by reconnect_now: cut the back-off wait short
         self._fatal = False
         self._lag_token: str | None = None
         self._lag_sent = 0.0
@@ -264,6 +265,7 @@ class IRCConnection:
     def quit(self, reason: str = "Leaving", timeout: float = 2.0) -> None:
         """Say QUIT, give the server ``timeout`` seconds to close, then close."""
         self._stopping.set()
+        self._wake.set()
         if self.send(Message("QUIT", (reason,))) and self.thread is not None \
                 and self.thread is not threading.current_thread():
             self.thread.join(timeout)
@@ -272,6 +274,7 @@ class IRCConnection:
     def stop(self) -> None:
         """Close now, without reconnecting."""
         self._stopping.set()
+        self._wake.set()
         sock = self._sock
         if sock is not None:
             try:
@@ -280,6 +283,13 @@ class IRCConnection:
                 pass
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(5)
+
+    def reconnect_now(self) -> bool:
+        """Skip the rest of the back-off wait and try at once; False when not waiting to retry."""
+        if self._stopping.is_set() or self._sock is not None or self.thread is None or not self.thread.is_alive():
+            return False
+        self._wake.set()
+        return True
 
     @property
     def connected(self) -> bool:
@@ -316,7 +326,8 @@ class IRCConnection:
             delay = min(cap, base * 2 ** attempt) * random.uniform(0.8, 1.2)
             attempt += 1
             self.events.put(Disconnected(reason, delay))
-            self._stopping.wait(delay)
+            self._wake.clear()
+            self._wake.wait(delay)
         self.events.put(Disconnected("closed", None))
 
     def _open(self) -> socket.socket:

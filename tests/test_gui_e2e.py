@@ -111,8 +111,7 @@ def type_and_enter(app: object, text: str) -> None:
     """Type into the input box and press Enter, as a user would."""
     entry = app.view.entry  # type: ignore[attr-defined]
     entry.focus_force()
-    entry.delete(0, "end")
-    entry.insert(0, text)
+    app.view.set_input(text)  # type: ignore[attr-defined]
     entry.event_generate("<Return>")
     app.root.update()  # type: ignore[attr-defined]
 
@@ -144,7 +143,7 @@ def test_window_and_raw_client_chat_both_ways_with_emoji(server: Server, make_ap
     # Typing, both ways.
     bob.send("@+typing=active TAGMSG #lobby")
     wait_until(app, lambda: "bob is typing" in app.view.typing.cget("text"), what="typing shown")
-    app.view.entry.insert(0, "x")
+    app.view.set_input("x")
     app.view.entry.event_generate("<KeyRelease>", keysym="x")
     typing = bob.expect("TAGMSG")
     assert typing.tags.get("+typing") == "active"
