@@ -819,6 +819,7 @@ class MainView:
     users_width = 190  # the People pane's width, kept while it is hidden
 
     def _place_users(self) -> None:
+        self.panes.update_idletasks()  # let the paned window lay the new pane out first
         total = self.panes.winfo_width()
         sashes = self.sashes()
         if total > 1 and len(sashes) == 2:
