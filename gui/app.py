@@ -93,6 +93,7 @@ class ChatApp:
         self.status_action: str | None = None  # "reconnect" while a button for it is shown
         self._retry_at: float | None = None  # when the client tries again (monotonic), for the countdown
         self._reason = ""
+        self.attempt = 0  # the current connection try (0: the first)
         self._modal = False
         self._completion: tuple[str, int, list[str], int, int] | None = None  # text, start, options, index, end
         self._typing_sent: tuple[str, float] | None = None
@@ -115,6 +116,10 @@ class ChatApp:
         model.highlights = list(s.highlights)
         model.ignored = {model.fold(n) for n in s.ignored}
         model.muted = {model.key(k) for k in s.muted}
+        try:
+            model.seen_until = datetime.fromisoformat(s.last_seen) if s.last_seen else None
+        except ValueError:
+            model.seen_until = None
         return model
 
     # -- the original design's methods -------------------------------------------------
@@ -227,6 +232,7 @@ class ChatApp:
         self.closing = True
         self.settings.channels = sorted(self.model.wanted.values(), key=self.model.fold) or self.settings.channels
         self.settings.queries = [c.name for _, c in self.model.ordered() if c.kind == "query"]
+        self.settings.last_seen = datetime.now(UTC).isoformat(timespec="seconds")
         try:
             self.settings.geometry = self.view.geometry()
             self.settings.sashes = self.view.pane_sizes() or self.settings.sashes
@@ -281,6 +287,7 @@ class ChatApp:
         if isinstance(event, Received):
             self._apply(self.model.handle(event.message, now))
         elif isinstance(event, Connecting):
+            self.attempt = event.attempt
             self._retry_at = None
             self._set_status(f"Connecting to {s.host} port {s.port}\u2026" if event.attempt == 0
                              else f"Reconnecting to {s.host} (try {event.attempt + 1})\u2026")

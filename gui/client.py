@@ -173,6 +173,11 @@ def describe(exc: BaseException, host: str, port: int, tls: bool) -> tuple[str, 
     return "other", f"Could not connect to {host} port {port}: {exc}"
 
 
+# Why a reconnect failed, short enough for a status bar.
+_SHORT = {"refused": "the server refuses connections", "dns": "the server's name is not found",
+          "timeout": "the server does not answer"}
+
+
 def _unchecked_context() -> ssl.SSLContext:
     """TLS that encrypts but checks nothing: only for a pinned certificate (checked by its
     fingerprint right after), for fetching a certificate to show, or when the user said so."""
@@ -313,7 +318,7 @@ class IRCConnection:
                 if not self.ever_registered or not self.reconnect:
                     self.events.put(Failed(kind, text))
                     return
-                reason = text
+                reason = _SHORT.get(kind, text)  # the long advice was for the first connect
             else:
                 reason = self._session(sock, attempt)
                 if self.registered:

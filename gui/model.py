@@ -563,6 +563,7 @@ class ChatModel:
         self.away_message: str | None = None  # what we said with /away, set again after a reconnect
         self.connection_line: Line | None = None  # the one line in the server tab about a lost connection
         self.lost_at: datetime | None = None
+        self.seen_until: datetime | None = None  # when this user was last here (the app closed)
         self.channel_list: list[ChannelInfo] = []
         self._listing = False
         self.ignored: set[str] = set()  # folded nicks whose messages are not shown
@@ -787,15 +788,17 @@ class ChatModel:
         self.nick = msg.params[0]
         self.registered = True
         updates: list[Update] = [Registered(self.nick)]
-        if self.lost_at is not None:
+        lost = self.lost_at
+        if lost is not None:
             local = self._now.astimezone().strftime("%H:%M")
-            lost = self.lost_at.astimezone().strftime("%H:%M")
-            updates += self._connection_line(f"Reconnected at {local} (offline since {lost}).", self._now, "info",
-                                             None)
+            updates += self._connection_line(
+                f"Reconnected at {local} (offline since {lost.astimezone().strftime('%H:%M')}).", self._now, "info",
+                None)
             self.connection_line = None
-            self.lost_at = None
         updates += self._add(SERVER_KEY, Line(t, "info", "", msg.params[-1]), count=False)
-        return updates + self._rejoin()
+        updates += self._rejoin()
+        self.lost_at = None
+        return updates
 
     def _rejoin(self) -> list[Update]:
         """After 001: channels again, away again, and the history of private conversations."""
@@ -810,7 +813,10 @@ class ChatModel:
                 if conv.kind == "query" and key not in self._history_asked:
                     self._history_asked.add(key)
                     updates.append(Send(self.history_request(key)))
-            since = format_time(self._now - timedelta(days=TARGETS_DAYS))
+            # Private conversations that moved since we last looked: since the connection
+            # was lost, since the app last closed, or over the last weeks on a first run.
+            start = self.lost_at or self.seen_until or self._now - timedelta(days=TARGETS_DAYS)
+            since = format_time(min(start, self._now - timedelta(minutes=10)))
             updates.append(Send(Message("CHATHISTORY", ("TARGETS", "timestamp=" + since,
                                                         "timestamp=" + format_time(self._now), "50"))))
         return updates
@@ -1302,7 +1308,7 @@ class ChatModel:
         older = conv.older_pending
         conv.older_pending = False
         anchor = next((ln for ln in conv.lines if ln.kind in ("message", "action", "notice")), None)
-        added = 0
+        page: list[Line] = []
         for m in messages:
             if m.verb not in ("PRIVMSG", "NOTICE"):
                 if m.verb == "TAGMSG":
@@ -1318,9 +1324,18 @@ class ChatModel:
                 conv.msgids.add(line.msgid)
             line.alert = False  # old news: no alerts, no counts
             line.history = True
-            conv.lines.append(line)
+            page.append(line)
+        added = len(page)
+        # An older page goes in front, a newer one behind; the stable sort by time then keeps
+        # lines of the same millisecond in the order the server gave them.
+        if older:
+            conv.lines[:0] = page
+            if conv.first_unread is not None:
+                conv.first_unread += added
+        else:
+            conv.lines.extend(page)
+        for line in page:
             self._quote(key, line)
-            added += 1
         if older and added == 0:
             conv.older_done = True
         if added:
@@ -1347,6 +1362,7 @@ class ChatModel:
             self._listing = True
         users = int(msg.params[2]) if msg.params[2].isdigit() else 0
         topic = strip_formatting(msg.params[3]) if len(msg.params) > 3 else ""
+        topic = re.sub(r"^\[\+[^\]]*\]\s*", "", topic)  # "[+nt] the topic": the modes some servers prefix
         self.channel_list.append(ChannelInfo(msg.params[1], users, topic))
         return [ChannelListChanged(False)] if len(self.channel_list) % 50 == 0 else []
 

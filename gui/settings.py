@@ -41,6 +41,7 @@ class Settings:
     highlights: list[str] = field(default_factory=list)  # words that alert as a mention of your nick does
     muted: list[str] = field(default_factory=list)  # conversations that never alert
     ignored: list[str] = field(default_factory=list)  # nicks whose messages are hidden
+    last_seen: str = ""  # when the app last closed (ISO 8601): CHATHISTORY TARGETS looks from there
 
 
 def config_path() -> Path:

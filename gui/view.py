@@ -252,7 +252,7 @@ class MainView:
         self.apply_theme(self.theme)
         if len(settings.sashes) == 2:
             sizes = list(settings.sashes)
-            root.after_idle(lambda: self.set_pane_sizes(sizes))
+            self._idle(lambda: self.set_pane_sizes(sizes))
 
     # -- building -------------------------------------------------------------------
     def _build(self) -> None:
@@ -808,7 +808,7 @@ class MainView:
         if visible:
             self.panes.add(self.users_frame, weight=0)
             self._users_shown = True
-            self.root.after_idle(self._place_users)
+            self._idle(self._place_users)
         else:
             width = self.users_frame.winfo_width()
             if self.users_frame.winfo_ismapped() and width > 60:
@@ -904,7 +904,7 @@ class MainView:
         """After a resize or zoom: still at the bottom if the reader was."""
         if self._stick:
             self.text.see("end")
-            self.root.after_idle(lambda: self.text.see("end") if self._stick else None)
+            self._idle(lambda: self.text.see("end") if self._stick else None)
 
     def at_bottom(self) -> bool:
         return self._stick
@@ -1098,10 +1098,21 @@ class MainView:
     def after(self, ms: int, func: Callable[[], object]) -> str:
         return self.root.after(ms, func)
 
+    def _idle(self, func: Callable[[], object]) -> None:
+        """``after_idle`` that does nothing once the window is gone."""
+        def run() -> None:
+            if self._alive:
+                func()
+
+        self.root.after_idle(run)
+
+    _alive = True
+
     def mainloop(self) -> None:
         self.root.mainloop()
 
     def destroy(self) -> None:
+        self._alive = False
         try:
             self.root.destroy()
         except tk.TclError:
@@ -1394,12 +1405,12 @@ class ChannelBrowser(tk.Toplevel):
         if bg:
             self.configure(background=bg)
 
+    done = False
+
     def set_items(self, items: Sequence[ChannelInfo], done: bool) -> None:
         self.items = list(items)
+        self.done = done
         self._fill()
-        shown = len(self.tree.get_children())
-        self.count.configure(text=(f"{shown} of {len(self.items)} channels" if self.filter.get()
-                                   else f"{len(self.items)} channels") + ("" if done else "\u2026"))
 
     def _fill(self) -> None:
         tree = self.tree
@@ -1407,6 +1418,12 @@ class ChannelBrowser(tk.Toplevel):
         for it in filter_channels(self.items, self.filter.get()):
             tree.insert("", "end", iid=it.name, text=self.view.safe(it.name),
                         values=(it.users, self.view.safe(it.topic)))
+        shown = len(tree.get_children())
+        total = len(self.items)
+        text = f"{shown} of {total} channels" if self.filter.get().strip() else f"{total} channels"
+        if not self.done:
+            text = "Asking the server\u2026" if not total else text + "\u2026"
+        self.count.configure(text=text)
 
     def shown(self) -> list[str]:
         return list(self.tree.get_children())
