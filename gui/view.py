@@ -250,9 +250,8 @@ class MainView:
         root.geometry(geometry or "1100x680")
         self._build()
         self.apply_theme(self.theme)
-        if len(settings.sashes) == 2:
-            sizes = list(settings.sashes)
-            self._idle(lambda: self.set_pane_sizes(sizes))
+        self._pending_sizes = list(settings.sashes) if len(settings.sashes) == 2 else []
+        self.panes.bind("<Configure>", lambda e: self._panes_configured(), add="+")
 
     # -- building -------------------------------------------------------------------
     def _build(self) -> None:
@@ -825,6 +824,12 @@ class MainView:
         if total > 1 and len(sashes) == 2:
             self.set_sashes([sashes[0], max(sashes[0] + 200, total - self.users_width)])
 
+    def _panes_configured(self) -> None:
+        """The first real layout: now the remembered pane widths can be applied."""
+        if self._pending_sizes and self.panes.winfo_width() > 1:
+            sizes, self._pending_sizes = self._pending_sizes, []
+            self._idle(lambda: self.set_pane_sizes(sizes))
+
     def pane_sizes(self) -> list[int]:
         """[the conversation list's width, the People pane's width], to be remembered."""
         sashes = self.sashes()
@@ -1113,6 +1118,11 @@ class MainView:
 
     def destroy(self) -> None:
         self._alive = False
+        try:  # pending after() calls would run in a destroyed window (when another one's loop runs)
+            for pending in self.root.tk.splitlist(self.root.tk.call("after", "info")):
+                self.root.after_cancel(pending)
+        except tk.TclError:
+            pass
         try:
             self.root.destroy()
         except tk.TclError:
