@@ -40,7 +40,7 @@ from .settings import Settings
 
 __all__ = ["PALETTES", "AskStringDialog", "CertificateChangedDialog", "ChannelBrowser", "ConnectDialog", "MainView",
            "MessageDialog", "PreferencesDialog", "SidebarItem", "ThemedDialog", "TrustCertificateDialog", "UserItem",
-           "contrast", "create_root", "filter_channels", "tk_handles_astral"]
+           "contrast", "create_root", "filter_channels", "readable", "tk_handles_astral"]
 
 sv_ttk: Any
 try:  # The Sun Valley ttk theme (maintained, pure Tcl); plain ttk styling without it.
@@ -93,6 +93,21 @@ def contrast(a: str, b: str) -> float:
     """The WCAG contrast ratio of two ``#rrggbb`` colours (1 to 21; 4.5 is enough for text)."""
     la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
     return (la + 0.05) / (lb + 0.05)
+
+
+def readable(colour: str, background: str, wanted: float = 4.5) -> str:
+    """``colour`` mixed towards white or black until it reads on ``background`` (mIRC colours
+    chosen for a white page, shown on the dark theme)."""
+    if contrast(colour, background) >= wanted:
+        return colour
+    target = 255 if _luminance(background) < 0.5 else 0
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    for step in range(1, 11):
+        k = step / 10
+        mixed = "#" + "".join(f"{round(c + (target - c) * k):02x}" for c in (r, g, b))
+        if contrast(mixed, background) >= wanted:
+            return mixed
+    return "#ffffff" if target else "#000000"
 
 
 def filter_channels(items: Sequence[ChannelInfo], text: str) -> list[ChannelInfo]:
@@ -658,6 +673,8 @@ class MainView:
         for kind, colour in (("fg", fg), ("bg", bg)):
             if colour is None:
                 continue
+            if kind == "fg" and not style.reverse and bg is None:
+                colour = readable(colour, PALETTES[self.theme]["bg"], 3.0)
             name = f"{kind}{colour[1:]}"
             if name not in self._colour_tags:
                 if kind == "fg":
@@ -737,8 +754,9 @@ class MainView:
             chunks.append(("Reconnect now", (*base, "button", "act-reconnect")))
             t.tag_bind("act-reconnect", "<Button-1>", lambda e: self.h.on_reconnect())
         for emoji, who in line.reactions.items():
-            chunks.append(("  ", base))
-            chunks.append((f" {self.safe(emoji)} {len(who)} ", ("reaction", *base)))
+            chunks.append(("\u00a0\u00a0", base))  # glued to the last word: a chip never starts a line
+            # No-break spaces: a reaction is never split over two display lines.
+            chunks.append((f"\u00a0{self.safe(emoji)}\u00a0{len(who)}\u00a0", ("reaction", *base)))
         chunks.append(("\n", base))
         flat: list[str | tuple[str, ...]] = []
         for chunk, tags in chunks:

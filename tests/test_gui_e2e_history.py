@@ -217,6 +217,25 @@ def test_channel_browser_lists_filters_and_joins(start_server: Callable[..., Ser
     assert "Crabs welcome" in alice.view.topic_text()
 
 
+def test_several_lines_from_the_composer_reach_the_channel(start_server: Callable[..., Server],
+                                                           apps: Callable[..., Any]) -> None:
+    server = start_server()
+    alice = apps(server.port, "alice", ["#lobby"])
+    wait_until(alice, lambda: joined(alice, "#lobby"), what="alice in #lobby")
+    bob = server.client("bob")
+    bob.join("#lobby")
+    alice.on_select("#lobby")
+    alice.view.set_input("first line\nsecond line")
+    alice.view.entry.focus_force()
+    alice.view.entry.event_generate("<Return>")
+    alice.root.update()
+    if "draft/multiline" in alice.model.caps:  # one message of two lines
+        assert bob.expect("BATCH").params[1] == "draft/multiline"
+    got = [bob.expect("PRIVMSG").params for _ in range(2)]
+    assert got == [("#lobby", "first line"), ("#lobby", "second line")]
+    assert alice.view.get_input() == ""
+
+
 @pytest.fixture
 def display(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     number: str = request.getfixturevalue("xvfb")

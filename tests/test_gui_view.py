@@ -173,6 +173,11 @@ def test_nick_colours_are_many_distinct_and_readable_in_both_themes() -> None:
         for key in ("fg", "link", "error", "notice", "mention_fg", "muted"):
             assert contrast(p[key], p["bg"]) >= 4.5, f"{name}: {key}"
     assert len({m.nick_colour_index(f"user{i}", NICK_COLOURS) for i in range(200)}) == NICK_COLOURS
+    from gui.view import readable
+
+    for colour in m.MIRC_COLOURS:
+        assert contrast(readable(colour, PALETTES["dark"]["bg"]), PALETTES["dark"]["bg"]) >= 4.5
+    assert readable("#000000", "#ffffff") == "#000000"
 
 
 def test_no_classic_tk_dialogs_anywhere() -> None:
@@ -289,8 +294,8 @@ def test_mirc_formatting_reactions_and_replies_are_drawn(app: Any) -> None:
     bold_at = t.search("bold", "1.0")
     names = t.tag_names(bold_at)
     assert "fb" in names and "fi" in t.tag_names(t.search("italic", "1.0"))
-    assert t.tag_cget("fg" + m.MIRC_COLOURS[4][1:], "foreground") == m.MIRC_COLOURS[4]
-    assert any("\U0001F44D 1" in r or "thumbs up" in r for r in ranges(app, "reaction"))
+    assert t.tag_cget("fg" + m.MIRC_COLOURS[4][1:], "foreground") == m.MIRC_COLOURS[4]  # red reads on white
+    assert any("\U0001F44D\u00a01" in r or "thumbs up" in r for r in ranges(app, "reaction"))
     assert any(r.startswith("\u21aa bob: bold and italic") for r in ranges(app, "quote"))
     line = app.model.line_by_msgid("#lobby", "q1")
     assert line is not None
