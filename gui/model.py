@@ -816,7 +816,7 @@ class ChatModel:
             # Private conversations that moved since we last looked: since the connection
             # was lost, since the app last closed, or over the last weeks on a first run.
             start = self.lost_at or self.seen_until or self._now - timedelta(days=TARGETS_DAYS)
-            since = format_time(min(start, self._now - timedelta(minutes=10)))
+            since = format_time(min(start, self._now - timedelta(minutes=2)))  # a margin for clock skew
             updates.append(Send(Message("CHATHISTORY", ("TARGETS", "timestamp=" + since,
                                                         "timestamp=" + format_time(self._now), "50"))))
         return updates

@@ -378,6 +378,7 @@ class MainView:
         e.bind("<Prior>", lambda ev: self._call(self._page, -1))
         e.bind("<Next>", lambda ev: self._call(self._page, 1))
         e.bind("<KeyRelease>", self._input_key)
+        e.bind("<Control-f>", lambda ev: self._call(self.open_find))  # before Text's own Ctrl+F (cursor right)
         e.bind("<<Modified>>", lambda ev: self._input_changed())
         for seq, step in (("<Alt-Up>", -1), ("<Alt-Down>", 1), ("<Control-Prior>", -1), ("<Control-Next>", 1)):
             # On the box itself too: its own <Up>/<Prior> bindings would otherwise take these keys first.

@@ -17,7 +17,6 @@ the reconnect indicator and the channel browser.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -125,7 +124,6 @@ def test_private_conversations_come_back_after_a_restart(start_server: Callable[
     elsewhere.send("QUIT :switching")
     elsewhere.expect("ERROR")
     bob.sync()
-    time.sleep(1.1)  # CHATHISTORY TARGETS looks from the second the app closed
 
     second = apps(server.port, "alice", [], saved=True)
     assert "bob" in second.model.conversations, "the open conversation is back at once"
