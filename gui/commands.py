@@ -217,8 +217,8 @@ def _help(ctx: Context, args: str) -> Outcome:
     width = max(len(usage) for _, usage, _ in COMMANDS.values())
     lines = ["Type a message and press Enter to send it; Shift+Enter starts a new line. Commands:", ""]
     lines += [f"  {usage:<{width}}  {text}" for _, usage, text in COMMANDS.values()]
-    lines += ["", "Keys: Tab completes names, Up/Down recall what you typed, Alt+Up/Down change",
-              "conversation, Ctrl+F searches, Ctrl+End jumps to the latest message, Ctrl+/- zoom."]
+    lines += ["", "Keys: Tab completes names, Up/Down recall what you typed, Alt+Up/Down change conversation, "
+                  "Ctrl+F searches, Ctrl+End jumps to the latest message, Ctrl+L lists channels, Ctrl+/- zoom."]
     return Outcome(block=lines)
 
 

@@ -245,6 +245,7 @@ class MainView:
         self._below = 0  # lines arrived while scrolled up
         self._fonts: dict[tuple[bool, bool, bool], tkfont.Font] = {}
         self._colour_tags: set[str] = set()
+        self._hangs: set[int] = set()
         self._users_shown = True
         self._placeholder_text = ""
         self.browser: ChannelBrowser | None = None
@@ -535,8 +536,11 @@ class MainView:
         right = stamp + nick
         text_at = right + self.font.measure("   ")
         self.text.configure(tabs=(right, "right", text_at, "left"))
+        self._text_at = text_at
         self.text.tag_configure("line", lmargin1=0, lmargin2=text_at)
         self.text.tag_configure("cont", lmargin1=text_at, lmargin2=text_at)
+        for n in self._hangs:
+            self.text.tag_configure(f"hang{n}", lmargin1=0, lmargin2=text_at + self.mono.measure(" " * n))
 
     def set_font_size(self, size: int) -> None:
         for f in (self.font, self.bold, self.italic):
@@ -734,22 +738,25 @@ class MainView:
             chunks.append(("\t", base))
         if line.quote:
             chunks.append((f"\u21aa {self.safe(line.quote)}  ", ("quote", *base)))
-        first = True
-        for part in text.split("\n"):
-            if not first:
+        styled_parts = line.styled.split("\n") if line.styled is not None else []
+        for i, part in enumerate(text.split("\n")):
+            hang: tuple[str, ...] = (self._hang(part),) if line.kind == "block" else ()
+            if i:
                 chunks.append(("\n", base))
-                chunks.append(("\t\t", (*base, "cont")))
-            first = False
-            styled_runs = self._runs(line, part)
+                chunks.append(("\t\t", (*base, *hang) if hang else (*base, "cont")))
+            elif hang:
+                chunks = [(c, (*tags, *hang)) for c, tags in chunks]
+            body_line = (*body, *hang)
+            styled_runs = self._runs(part, styled_parts[i] if i < len(styled_parts) else None)
             for run, style_tags in styled_runs:
                 for chunk, url in split_links(run):
                     if url is None:
-                        chunks.append((self.safe(chunk), (*body, *style_tags)))
+                        chunks.append((self.safe(chunk), (*body_line, *style_tags)))
                     else:
                         tag = f"url{len(self._urls)}"
                         self._urls[tag] = url
                         t.tag_bind(tag, "<Button-1>", functools.partial(_open_url, url))
-                        chunks.append((self.safe(chunk), (*body, *style_tags, "link", tag)))
+                        chunks.append((self.safe(chunk), (*body_line, *style_tags, "link", tag)))
         if line.action == "reconnect":
             chunks.append(("   ", base))
             chunks.append(("Reconnect now", (*base, "button", "act-reconnect")))
@@ -765,15 +772,22 @@ class MainView:
                 flat += [chunk, tags]
         t.insert("end", "", (), *flat)
 
-    def _runs(self, line: Line, part: str) -> list[tuple[str, tuple[str, ...]]]:
-        """The pieces of one line of text with their formatting tags."""
-        if line.styled is None:
+    def _hang(self, row: str) -> str:
+        """A tag that wraps a row of a block (the help table) under its second column."""
+        found = re.match(r"\s*\S.*?\s{2,}(?=\S)", row)
+        n = len(found.group(0)) if found else 0
+        tag = f"hang{n}"
+        if n not in self._hangs:
+            self._hangs.add(n)
+            self.text.tag_configure(tag, lmargin1=0, lmargin2=self._text_at + self.mono.measure(" " * n))
+        return tag
+
+    def _runs(self, part: str, styled: str | None) -> list[tuple[str, tuple[str, ...]]]:
+        """One line of text in pieces with their formatting tags (``styled``: the same line
+        with its mIRC codes, when it had any)."""
+        if styled is None:
             return [(part, ())]
-        # The styled text has the same characters plus codes: format the whole, then take this part's share.
-        runs = [(chunk, self._style_tags(style)) for chunk, style in parse_formatting(line.styled)]
-        if "\n" not in line.text:
-            return runs
-        return [(part, ())]
+        return [(chunk, self._style_tags(style)) for chunk, style in parse_formatting(styled)]
 
     def line_at(self, index: str) -> Line | None:
         """The conversation line drawn at a text index (e.g. under the mouse)."""

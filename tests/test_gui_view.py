@@ -108,6 +108,14 @@ def test_help_is_one_aligned_monospace_block_with_one_timestamp(app: Any) -> Non
     x1 = x_of(app, "enter a channel")
     x2 = x_of(app, "leave a channel")
     assert x1 == x2
+    # Narrow, a description wraps under its own column, not under the commands.
+    app.root.geometry("700x500")
+    settle(app)
+    row = t.search("close this conversation", "1.0")
+    t.yview(f"{row} linestart")
+    settle(app)
+    wrapped = t.bbox(f"{row} lineend -1c display linestart")
+    assert wrapped is not None and abs(wrapped[0] - t.bbox(row)[0]) <= 2
 
 
 def test_wrapped_lines_hang_under_the_text_and_mentions_do_not_shift_timestamps(app: Any) -> None:
