@@ -358,6 +358,37 @@ def test_clear_and_close(app: Any) -> None:
     assert "bob" not in app.model.conversations and app.model.active == m.SERVER_KEY
 
 
+def test_preferences_set_highlight_words_and_notifications(app: Any) -> None:
+    from gui.view import PreferencesDialog
+
+    def answer() -> None:
+        dialogs = [w for w in app.root.winfo_children() if isinstance(w, PreferencesDialog)]
+        if not dialogs or not dialogs[0].winfo_viewable():
+            app.root.after(30, answer)
+            return
+        dialogs[0].words.set("release, deploy ,")
+        dialogs[0].notify.set(False)
+        dialogs[0].ok()
+
+    in_lobby(app)
+    app.root.after(30, answer)
+    app.on_preferences()
+    assert app.settings.highlights == ["release", "deploy"] and not app.settings.notifications
+    fed(app, ":bob!b@h PRIVMSG #lobby :the deploy is done")
+    assert app.model.conversations["#lobby"].lines[-1].mention
+
+
+def test_menus_follow_the_theme(app: Any) -> None:
+    from gui.view import PALETTES
+
+    app.on_theme("dark")
+    for menu in [*app.view.menus, app.view.user_menu("bob")]:
+        assert str(menu.cget("background")) == PALETTES["dark"]["topic_bg"]
+        assert str(menu.cget("foreground")) == PALETTES["dark"]["fg"]
+    app.on_theme("light")
+    assert str(app.view.menus[1].cget("background")) == PALETTES["light"]["topic_bg"]
+
+
 def _labels(menu: Any) -> set[str]:
     end = menu.index("end")
     return {str(menu.entrycget(i, "label")) for i in range((end or 0) + 1) if menu.type(i) != "separator"}
