@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +30,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from PIL import ImageGrab  # noqa: E402
+
+from gui.app import ChatApp  # noqa: E402
 from gui.client import IRCConnection  # noqa: E402
-from server.protocol import Message  # noqa: E402
+from gui.settings import Settings  # noqa: E402
+from server.protocol import parse  # noqa: E402
 
 
 def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
@@ -62,15 +67,18 @@ def start_server(data: Path) -> tuple[subprocess.Popen[bytes], int]:
     while time.monotonic() < deadline:
         line = proc.stdout.readline().decode("utf-8", "replace")
         if found := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
-            # Keep reading its log so the pipe never fills.
-            import threading
-
-            threading.Thread(target=lambda: [None for _ in proc.stdout or ()], daemon=True).start()
+            threading.Thread(target=_discard, args=(proc.stdout,), daemon=True).start()
             return proc, int(found.group(1))
         if not line and proc.poll() is not None:
             break
     proc.kill()
     sys.exit("the server did not start")
+
+
+def _discard(stream: Any) -> None:
+    """Keep reading the server's log so its pipe never fills."""
+    for _ in stream:
+        pass
 
 
 class Bot:
@@ -83,8 +91,6 @@ class Bot:
         wait(lambda: self.conn.registered, f"{nick} signed in")
 
     def say(self, line: str) -> None:
-        from server.protocol import parse
-
         self.conn.send(parse(line))
         time.sleep(0.05)
 
@@ -100,8 +106,6 @@ def wait(cond: Callable[[], object], what: str, pump: Callable[[], None] | None 
 
 
 def grab(root: Any, path: Path) -> None:
-    from PIL import ImageGrab
-
     root.lift()
     for _ in range(5):
         root.update()
@@ -114,9 +118,6 @@ def grab(root: Any, path: Path) -> None:
 
 
 def session(port: int, out: Path, config: Path) -> None:
-    from gui.app import ChatApp
-    from gui.settings import Settings
-
     bob, carol, dave = Bot(port, "bob"), Bot(port, "carol"), Bot(port, "dave")
     for bot in (bob, carol, dave):
         bot.say("JOIN #lobby")
@@ -183,7 +184,6 @@ def session(port: int, out: Path, config: Path) -> None:
         app.on_closing()
     for bot in (bob, carol, dave):
         bot.conn.quit("bye", timeout=0.5)
-    _ = Message
 
 
 def main(argv: list[str] | None = None) -> int:
