@@ -169,7 +169,7 @@ def test_reconnect_indicator_while_the_server_is_down(start_server: Callable[...
     assert text_of(alice).count("Connection lost") == 1 and "Reconnect now" in text_of(alice)
     screenshot(alice, ARTIFACTS / "gui-reconnecting.png")
 
-    start_server("--port", str(port))  # the same data directory: a restart
+    again = start_server("--port", str(port))  # the same data directory: a restart
     alice.view.status_button.invoke()
     wait_until(alice, lambda: joined(alice, "#lobby"), timeout=20, what="back in #lobby")
     assert not alice.view.status_button.winfo_ismapped() and alice.status_text.startswith("Connected")
@@ -178,7 +178,11 @@ def test_reconnect_indicator_while_the_server_is_down(start_server: Callable[...
     assert sum(ln.text.startswith(("Connection lost", "Reconnected")) for ln in server_lines) == 1
     alice.on_select("#lobby")
     assert "no topic set" in alice.view.topic_text(), "the old topic is not shown after the rejoin"
-    wait_until(alice, lambda: alice.model.away, what="away again after the reconnect")
+    wait_until(alice, lambda: sum(ln.text == "You are now marked as away." for c in alice.model.conversations.values()
+                                  for ln in c.lines) == 2, what="the server's answer to the AWAY sent again")
+    carol = again.client("carol")
+    carol.send("WHOIS alice")
+    assert carol.expect("301").params[-1] == "lunch", "the server has alice away again"
 
 
 def test_channel_browser_lists_filters_and_joins(start_server: Callable[..., Server],
