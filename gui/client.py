@@ -53,7 +53,7 @@ __all__ = [
 
 # Capabilities the client understands, asked for when the server offers them.
 WANTED_CAPS = frozenset({
-    "away-notify", "batch", "cap-notify", "chathistory", "draft/chathistory", "echo-message",
+    "away-notify", "batch", "cap-notify", "chathistory", "draft/chathistory", "draft/multiline", "echo-message",
     "extended-join", "message-tags", "multi-prefix", "server-time", "userhost-in-names",
 })
 
@@ -173,6 +173,11 @@ def describe(exc: BaseException, host: str, port: int, tls: bool) -> tuple[str, 
     return "other", f"Could not connect to {host} port {port}: {exc}"
 
 
+# Why a reconnect failed, short enough for a status bar.
+_SHORT = {"refused": "the server refuses connections", "dns": "the server's name is not found",
+          "timeout": "the server does not answer"}
+
+
 def _unchecked_context() -> ssl.SSLContext:
     """TLS that encrypts but checks nothing: only for a pinned certificate (checked by its
     fingerprint right after), for fetching a certificate to show, or when the user said so."""
@@ -226,6 +231,7 @@ class IRCConnection:
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # set by reconnect_now: cut the back-off wait short
         self._fatal = False
         self._lag_token: str | None = None
         self._lag_sent = 0.0
@@ -264,6 +270,7 @@ class IRCConnection:
     def quit(self, reason: str = "Leaving", timeout: float = 2.0) -> None:
         """Say QUIT, give the server ``timeout`` seconds to close, then close."""
         self._stopping.set()
+        self._wake.set()
         if self.send(Message("QUIT", (reason,))) and self.thread is not None \
                 and self.thread is not threading.current_thread():
             self.thread.join(timeout)
@@ -272,6 +279,7 @@ class IRCConnection:
     def stop(self) -> None:
         """Close now, without reconnecting."""
         self._stopping.set()
+        self._wake.set()
         sock = self._sock
         if sock is not None:
             try:
@@ -280,6 +288,13 @@ class IRCConnection:
                 pass
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(5)
+
+    def reconnect_now(self) -> bool:
+        """Skip the rest of the back-off wait and try at once; False when not waiting to retry."""
+        if self._stopping.is_set() or self._sock is not None or self.thread is None or not self.thread.is_alive():
+            return False
+        self._wake.set()
+        return True
 
     @property
     def connected(self) -> bool:
@@ -303,7 +318,7 @@ class IRCConnection:
                 if not self.ever_registered or not self.reconnect:
                     self.events.put(Failed(kind, text))
                     return
-                reason = text
+                reason = _SHORT.get(kind, text)  # the long advice was for the first connect
             else:
                 reason = self._session(sock, attempt)
                 if self.registered:
@@ -316,7 +331,8 @@ class IRCConnection:
             delay = min(cap, base * 2 ** attempt) * random.uniform(0.8, 1.2)
             attempt += 1
             self.events.put(Disconnected(reason, delay))
-            self._stopping.wait(delay)
+            self._wake.clear()
+            self._wake.wait(delay)
         self.events.put(Disconnected("closed", None))
 
     def _open(self) -> socket.socket:

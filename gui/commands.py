@@ -38,6 +38,8 @@ class Outcome:
     open: str | None = None  # a conversation to open and show
     close: str | None = None  # a conversation to close (/part of a query)
     quit: str | None = None  # quit with this reason
+    block: list[str] = field(default_factory=list)  # lines drawn as one aligned block (monospace)
+    action: tuple[str, str] | None = None  # a local action for the controller: (name, argument)
 
 
 def split_text(text: str, budget: int) -> list[str]:
@@ -208,13 +210,48 @@ def _names(ctx: Context, args: str) -> Outcome:
 
 def _help(ctx: Context, args: str) -> Outcome:
     name = args.strip().lstrip("/").lower()
+    name = ALIASES.get(name, name)
     if name in COMMANDS:
         _, usage, text = COMMANDS[name]
         return Outcome(info=[f"{usage} — {text}"])
-    lines = ["Type a message and press Enter to send it. Commands start with a slash:"]
-    lines += [f"  {usage:<28} {text}" for _, usage, text in COMMANDS.values()]
-    lines.append("Tab completes nicknames and commands; Up/Down recall what you typed.")
-    return Outcome(info=lines)
+    width = max(len(usage) for _, usage, _ in COMMANDS.values())
+    lines = ["Type a message and press Enter to send it; Shift+Enter starts a new line. Commands:", ""]
+    lines += [f"  {usage:<{width}}  {text}" for _, usage, text in COMMANDS.values()]
+    lines += ["", "Keys: Tab completes names, Up/Down recall what you typed, Alt+Up/Down change conversation, "
+                  "Ctrl+F searches, Ctrl+End jumps to the latest message, Ctrl+L lists channels, Ctrl+/- zoom."]
+    return Outcome(block=lines)
+
+
+def _local(name: str, need: str = "") -> Handler:
+    """A command the controller carries out itself (``need``: the usage when an argument is required)."""
+
+    def handler(ctx: Context, args: str) -> Outcome:
+        if need and not args.strip():
+            return Outcome(error=f"Usage: {need}")
+        return Outcome(action=(name, args.strip()))
+
+    return handler
+
+
+def _invite(ctx: Context, args: str) -> Outcome:
+    words = args.split()
+    if len(words) == 1 and ctx.target is not None and is_channel(ctx.target, ctx.chantypes):
+        words.append(ctx.target)
+    if len(words) < 2:
+        return Outcome(error="Usage: /invite nick [#channel]")
+    return Outcome(send=[Message("INVITE", (words[0], words[1]))])
+
+
+def _list(ctx: Context, args: str) -> Outcome:
+    return Outcome(send=[Message("LIST", tuple(args.split()[:1]))], action=("list", args.strip()))
+
+
+def _ban(ctx: Context, args: str) -> Outcome:
+    words = args.split()
+    if ctx.target is None or not is_channel(ctx.target, ctx.chantypes) or not words:
+        return Outcome(error="Usage: /ban nick (in a channel)")
+    mask = words[0] if "!" in words[0] or "@" in words[0] else f"{words[0]}!*@*"
+    return Outcome(send=[Message("MODE", (ctx.target, "+b", mask))])
 
 
 Handler = Callable[[Context, str], Outcome]
@@ -233,11 +270,24 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
     "names": (_names, "/names [#channel]", "list who is in a channel"),
     "kick": (_kick, "/kick nick [reason]", "remove someone from the channel (operators)"),
     "mode": (_mode, "/mode [#channel] modes", "channel modes, e.g. /mode +o nick"),
+    "ban": (_ban, "/ban nick", "ban someone from the channel (operators)"),
+    "invite": (_invite, "/invite nick [#channel]", "invite someone to a channel"),
+    "list": (_list, "/list [filter]", "browse the server's channels"),
+    "ignore": (_local("ignore"), "/ignore [nick]", "hide someone's messages (no nick: list)"),
+    "unignore": (_local("unignore", "/unignore nick"), "/unignore nick", "show someone's messages again"),
+    "highlight": (_local("highlight"), "/highlight [word]", "also alert on this word (no word: list)"),
+    "unhighlight": (_local("unhighlight", "/unhighlight word"), "/unhighlight word", "stop alerting on it"),
+    "mute": (_local("mute"), "/mute", "no alerts from this conversation"),
+    "unmute": (_local("unmute"), "/unmute", "alerts from this conversation again"),
+    "clear": (_local("clear"), "/clear", "empty this conversation's window"),
+    "close": (_local("close"), "/close", "close this conversation (leaving the channel)"),
+    "reconnect": (_local("reconnect"), "/reconnect", "connect again now"),
     "quote": (_quote, "/quote LINE", "send a raw IRC line"),
     "help": (_help, "/help [command]", "this help"),
     "quit": (_quit, "/quit [reason]", "leave the server and close"),
 }
-ALIASES = {"j": "join", "leave": "part", "q": "query", "raw": "quote", "w": "whois", "exit": "quit"}
+ALIASES = {"j": "join", "leave": "part", "q": "query", "raw": "quote", "w": "whois", "exit": "quit",
+           "wc": "close", "server": "reconnect"}
 
 
 def interpret(text: str, ctx: Context) -> Outcome:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from server.protocol import Message, casefold, is_channel, numerics, parse, split_userhost
 
@@ -34,7 +34,12 @@ SERVER_KEY = "*server*"
 MAX_LINES = 2000  # per conversation; older lines are dropped from memory
 TYPING_ACTIVE_SECONDS = 6.0  # IRCv3 +typing: "active" lapses after 6 s
 TYPING_PAUSED_SECONDS = 30.0
-URL_RE = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"']+[^\s<>\"'.,;:!?)\]}]")
+URL_RE = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"']+")
+_URL_TRAILING = ".,;:!?'\""
+_URL_PAIRS = {")": "(", "]": "[", "}": "{"}
+HISTORY_PAGE = 100  # lines per CHATHISTORY request
+TARGETS_DAYS = 30  # how far back CHATHISTORY TARGETS looks for private conversations
+GROUP_SECONDS = 300  # consecutive lines of one person within this time share one nick
 
 
 # -- lines and conversations ----------------------------------------------------------
@@ -54,9 +59,15 @@ class Line:
     nick: str
     text: str
     own: bool = False
-    mention: bool = False
+    mention: bool = False  # drawn highlighted: the text names us (or a highlight word)
     msgid: str | None = None
     history: bool = False
+    alert: bool = False  # counts as a mention (badge, bell, notification): a mention, or a private message
+    action: str | None = None  # a clickable action drawn after the text ("reconnect")
+    styled: str | None = None  # the text with its mIRC formatting codes, when it had any
+    reply_to: str | None = None  # +draft/reply: the msgid this line answers
+    quote: str | None = None  # "nick: text" of the line it answers, when we have it
+    reactions: dict[str, list[str]] = field(default_factory=dict)  # +draft/react: emoji -> nicks
 
 
 @dataclass(slots=True)
@@ -82,6 +93,8 @@ class Conversation:
     typing: dict[str, tuple[str, float]] = field(default_factory=dict)  # folded nick -> (state, since)
     first_unread: int | None = None  # index of the first line not seen, for the "new messages" marker
     msgids: set[str] = field(default_factory=set)
+    older_pending: bool = False  # a CHATHISTORY BEFORE is on its way
+    older_done: bool = False  # the server has nothing older
 
     @property
     def last_time(self) -> datetime | None:
@@ -100,9 +113,26 @@ class LineAdded:
 
 @dataclass(frozen=True, slots=True)
 class Redraw:
-    """Lines were inserted out of order (history): draw the conversation again."""
+    """Lines were inserted out of order (history): draw the conversation again.
+
+    ``anchor``: older lines came in above it; keep it where the reader sees it."""
 
     key: str
+    anchor: Line | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelListChanged:
+    """LIST replies arrived; ``done`` once the list is complete (323)."""
+
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged:
+    """The connection's state line changed (lost, reconnecting, back)."""
+
+    online: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +204,18 @@ class Send:
 
 Update = (
     LineAdded | Redraw | SidebarChanged | MembersChanged | TopicChanged | TypingChanged | Opened | Mention
-    | NickInUse | PasswordRejected | Registered | OwnNickChanged | AwayChanged | Send
+    | NickInUse | PasswordRejected | Registered | OwnNickChanged | AwayChanged | Send | ChannelListChanged
+    | ConnectionChanged
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    """One row of the channel browser (RPL_LIST)."""
+
+    name: str
+    users: int
+    topic: str
 
 
 # -- text helpers -------------------------------------------------------------------
@@ -203,21 +243,32 @@ def split_links(text: str) -> Iterator[tuple[str, str | None]]:
     """``(chunk, url)`` pieces of ``text``: ``url`` is None for plain text."""
     pos = 0
     for m in URL_RE.finditer(text):
+        url = _trim_url(m.group(0))
+        if not url or url.lower() in ("www.", "http://", "https://"):
+            continue
         if m.start() > pos:
             yield text[pos:m.start()], None
-        url = m.group(0)
         yield url, url if "://" in url else "http://" + url
-        pos = m.end()
+        pos = m.start() + len(url)
     if pos < len(text):
         yield text[pos:], None
 
 
-_FORMATTING_RE = re.compile(r"\x03(?:\d{1,2}(?:,\d{1,2})?)?|\x04[0-9a-fA-F]{0,6}|[\x02\x0f\x11\x16\x1d\x1e\x1f]")
+def _trim_url(url: str) -> str:
+    """A URL without the punctuation that ends the sentence around it; a closing bracket
+    stays when the URL opened it (``https://en.wikipedia.org/wiki/Tk_(software)``)."""
+    while url:
+        last = url[-1]
+        if last in _URL_TRAILING or (last in _URL_PAIRS and url.count(_URL_PAIRS[last]) < url.count(last)):
+            url = url[:-1]
+        else:
+            break
+    return url
 
 
 def strip_formatting(text: str) -> str:
     """mIRC colours and bold/italic/underline codes removed (drawn as plain text)."""
-    return _FORMATTING_RE.sub("", text)
+    return _CODE_RE.sub("", text)
 
 
 def nick_colour_index(nick: str, colours: int) -> int:
@@ -243,6 +294,192 @@ def parse_time(tags: dict[str, str], now: datetime) -> datetime:
 def format_time(t: datetime) -> str:
     """``2024-01-02T03:04:05.678Z`` as CHATHISTORY's ``timestamp=`` wants it."""
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+
+# -- mIRC formatting ---------------------------------------------------------------------
+
+MIRC_COLOURS = (
+    "#ffffff", "#000000", "#00007f", "#009300", "#ff0000", "#7f0000", "#9c009c", "#fc7f00",
+    "#ffff00", "#00fc00", "#009393", "#00ffff", "#0000fc", "#ff00ff", "#7f7f7f", "#d2d2d2",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Style:
+    """How a run of text is drawn: the state of the mIRC formatting codes before it."""
+
+    bold: bool = False
+    italic: bool = False
+    underline: bool = False
+    strike: bool = False
+    mono: bool = False
+    reverse: bool = False
+    fg: str | None = None  # "#rrggbb"
+    bg: str | None = None
+
+    @property
+    def plain(self) -> bool:
+        return self == _PLAIN
+
+
+_PLAIN = Style()
+_CODE_RE = re.compile(r"\x03(\d{1,2})?(?:,(\d{1,2}))?|\x04([0-9a-fA-F]{6})?(?:,([0-9a-fA-F]{6}))?"
+                      r"|[\x02\x0f\x11\x16\x1d\x1e\x1f]")
+_TOGGLES = {"\x02": "bold", "\x1d": "italic", "\x1f": "underline", "\x1e": "strike", "\x11": "mono",
+            "\x16": "reverse"}
+
+
+def _mirc(code: str | None) -> str | None:
+    if code is None:
+        return None
+    n = int(code)
+    return MIRC_COLOURS[n] if n < len(MIRC_COLOURS) else None
+
+
+def parse_formatting(text: str) -> list[tuple[str, Style]]:
+    """``text`` as runs of (chunk, style): bold ``\x02``, italic ``\x1d``, underline ``\x1f``,
+    strike ``\x1e``, monospace ``\x11``, reverse ``\x16``, colours ``\x03fg,bg`` and ``\x04rrggbb``,
+    reset ``\x0f``. The chunks joined are :func:`strip_formatting` of ``text``."""
+    out: list[tuple[str, Style]] = []
+    style = _PLAIN
+    pos = 0
+    for m in _CODE_RE.finditer(text):
+        if m.start() > pos:
+            out.append((text[pos:m.start()], style))
+        pos = m.end()
+        code = m.group(0)[0]
+        if code == "\x0f":
+            style = _PLAIN
+        elif code in _TOGGLES:
+            name = _TOGGLES[code]
+            flags = {name: not getattr(style, name)}
+            style = replace(style, **flags)  # type: ignore[arg-type]
+        elif code == "\x03":
+            if m.group(1) is None:
+                style = replace(style, fg=None, bg=None)
+            else:
+                style = replace(style, fg=_mirc(m.group(1)), bg=_mirc(m.group(2)) if m.group(2) else style.bg)
+        else:  # \x04 hex colours
+            if m.group(3) is None:
+                style = replace(style, fg=None, bg=None)
+            else:
+                style = replace(style, fg="#" + m.group(3).lower(),
+                                bg="#" + m.group(4).lower() if m.group(4) else style.bg)
+    if pos < len(text):
+        out.append((text[pos:], style))
+    merged: list[tuple[str, Style]] = []
+    for chunk, st in out:
+        if merged and merged[-1][1] == st:
+            merged[-1] = (merged[-1][0] + chunk, st)
+        else:
+            merged.append((chunk, st))
+    return merged
+
+
+# -- how lines are laid out ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Breaks:
+    """What the view draws before a line: a day separator, the end of history, or nothing;
+    ``grouped`` when the line continues the previous one's speaker (no nick drawn)."""
+
+    day: str | None = None
+    history_end: bool = False
+    grouped: bool = False
+
+
+def day_label(t: datetime) -> str:
+    return t.astimezone().strftime("%A %d %B %Y").replace(" 0", " ")
+
+
+def breaks(prev: Line | None, line: Line) -> Breaks:
+    """How ``line`` joins the line drawn before it."""
+    here = line.time.astimezone()
+    day = None
+    if prev is None or prev.time.astimezone().date() != here.date():
+        day = day_label(line.time)
+    history_end = prev is not None and prev.history and not line.history
+    grouped = (prev is not None and day is None and not history_end and line.kind == "message"
+               and prev.kind == "message" and prev.nick == line.nick and prev.own == line.own
+               and abs((line.time - prev.time).total_seconds()) <= GROUP_SECONDS)
+    return Breaks(day, history_end, grouped)
+
+
+# -- numerics in words -----------------------------------------------------------------------
+
+def _duration(seconds: int) -> str:
+    parts: list[str] = []
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s")):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size} {unit}")
+            seconds %= size
+    return " ".join(parts[:2])
+
+
+def _when(value: str) -> str:
+    try:
+        return datetime.fromtimestamp(int(value), UTC).astimezone().strftime("%Y-%m-%d %H:%M")
+    except (ValueError, OverflowError, OSError):
+        return value
+
+
+def describe_numeric(msg: Message) -> str | None:
+    """A server reply in words for people, or None to show its parameters as they are."""
+    p = msg.params
+    v = msg.verb
+
+    def at(i: int) -> str:
+        return p[i] if len(p) > i else ""
+
+    if v == numerics.RPL_WHOISUSER:  # <me> <nick> <user> <host> * :<realname>
+        return f"{at(1)} is {at(2)}@{at(3)} ({at(5)})"
+    if v == numerics.RPL_WHOWASUSER:
+        return f"{at(1)} was {at(2)}@{at(3)} ({at(5)})"
+    if v == numerics.RPL_WHOISSERVER:  # <me> <nick> <server> :<info>
+        return f"{at(1)} is connected to {at(2)}" + (f" ({at(3)})" if at(3) else "")
+    if v == numerics.RPL_WHOISIDLE:  # <me> <nick> <idle> <signon> :seconds idle, signon time
+        idle = int(at(2)) if at(2).isdigit() else 0
+        text = f"{at(1)} has been idle {_duration(idle)}"
+        if at(3).isdigit() and len(p) > 4:
+            text += f", signed on {_when(at(3))}"
+        return text
+    if v == numerics.RPL_WHOISCHANNELS:
+        return f"{at(1)} is in {p[-1].strip()}"
+    if v == numerics.RPL_WHOISACCOUNT:  # <me> <nick> <account> :is logged in as
+        return f"{at(1)} is logged in as {at(2)}"
+    if v == numerics.RPL_WHOISSECURE:
+        return f"{at(1)} is using a secure connection (TLS)"
+    if v == numerics.RPL_WHOISOPERATOR:
+        return f"{at(1)} is a server operator"
+    if v in (numerics.RPL_ENDOFWHOIS, numerics.RPL_ENDOFWHOWAS, numerics.RPL_ENDOFBANLIST,
+             numerics.RPL_ENDOFINFO, numerics.RPL_ENDOFHELP):
+        return ""
+    if v == numerics.RPL_CHANNELMODEIS:  # <me> <channel> <modes> [args]
+        return f"{at(1)} has modes {' '.join(p[2:])}"
+    if v == numerics.RPL_CREATIONTIME:
+        return f"{at(1)} was created on {_when(at(2))}"
+    if v == numerics.RPL_TOPICWHOTIME:  # <me> <channel> <who> <when>
+        who = split_userhost(at(2)).nick or at(2)
+        return f"Topic set by {who} on {_when(at(3))}"
+    if v == numerics.RPL_INVITING:  # <me> <nick> <channel>
+        return f"You invited {at(1)} to {at(2)}"
+    if v == numerics.RPL_BANLIST:  # <me> <channel> <mask> [<who> <when>]
+        by = f" by {split_userhost(at(3)).nick or at(3)} on {_when(at(4))}" if len(p) > 4 else ""
+        return f"{at(1)} bans {at(2)}{by}"
+    if v == numerics.RPL_UMODEIS:
+        return f"Your modes: {' '.join(p[1:])}"
+    if v in (numerics.RPL_LUSEROP, numerics.RPL_LUSERUNKNOWN, numerics.RPL_LUSERCHANNELS):
+        return f"{at(1)} {p[-1]}"  # <me> <count> :operator(s) online
+    if v in (numerics.RPL_LOCALUSERS, numerics.RPL_GLOBALUSERS) and len(p) >= 4:
+        return p[-1] if any(ch.isdigit() for ch in p[-1]) else f"{p[-1]}: {at(1)} (at most {at(2)})"
+    if v == numerics.RPL_TIME:
+        return f"Server time: {p[-1]}"
+    if v == numerics.RPL_VERSION:
+        return f"Server version: {' '.join(x for x in p[1:] if x)}"
+    if v == numerics.RPL_AWAY:
+        return f"{at(1)} is away: {p[-1]}"
+    return None
 
 
 class InputHistory:
@@ -291,8 +528,8 @@ _ACTIVE_INFO = {
     numerics.RPL_ENDOFWHOIS, numerics.RPL_WHOISCHANNELS, numerics.RPL_WHOISACCOUNT, numerics.RPL_WHOISSECURE,
     numerics.RPL_WHOISHOST, numerics.RPL_WHOISMODES, numerics.RPL_WHOISSPECIAL, numerics.RPL_WHOISACTUALLY,
     numerics.RPL_WHOWASUSER, numerics.RPL_ENDOFWHOWAS, numerics.RPL_CHANNELMODEIS, numerics.RPL_CREATIONTIME,
-    numerics.RPL_INVITING, numerics.RPL_BANLIST, numerics.RPL_ENDOFBANLIST, numerics.RPL_LIST,
-    numerics.RPL_LISTEND, numerics.RPL_UMODEIS, numerics.RPL_TIME, numerics.RPL_VERSION, numerics.RPL_ISON,
+    numerics.RPL_INVITING, numerics.RPL_BANLIST, numerics.RPL_ENDOFBANLIST, numerics.RPL_UMODEIS, numerics.RPL_TIME,
+    numerics.RPL_VERSION, numerics.RPL_ISON,
     numerics.RPL_USERHOST, numerics.RPL_HELPSTART, numerics.RPL_HELPTXT, numerics.RPL_ENDOFHELP,
     numerics.RPL_INFO, numerics.RPL_ENDOFINFO, numerics.RPL_YOUREOPER,
 }
@@ -323,6 +560,15 @@ class ChatModel:
         self._batches: dict[str, tuple[str, list[str], list[Message]]] = {}  # ref -> (type, params, messages)
         self._history_asked: set[str] = set()
         self._now = datetime.now(UTC)  # arrival time of the message being handled
+        self.away_message: str | None = None  # what we said with /away, set again after a reconnect
+        self.connection_line: Line | None = None  # the one line in the server tab about a lost connection
+        self.lost_at: datetime | None = None
+        self.seen_until: datetime | None = None  # when this user was last here (the app closed)
+        self.channel_list: list[ChannelInfo] = []
+        self._listing = False
+        self.ignored: set[str] = set()  # folded nicks whose messages are not shown
+        self.highlights: list[str] = []  # words that count as mentions
+        self.muted: set[str] = set()  # conversation keys that never alert
 
     # -- names and lookups ------------------------------------------------------------
     def fold(self, name: str) -> str:
@@ -423,21 +669,41 @@ class ChatModel:
         key = key if key in self.conversations else self.active if key is None else SERVER_KEY
         return self._add(key, Line(now, kind, "", text))
 
-    def disconnected(self, reason: str, now: datetime) -> list[Update]:
-        """The connection is gone: everyone is forgotten, channels stay wanted."""
+    def disconnected(self, reason: str, now: datetime, retry_in: float | None = None) -> list[Update]:
+        """The connection is gone (or a try to get it back failed): everyone is forgotten,
+        channels stay wanted. One line in the server tab says so, updated at each try,
+        instead of a line per try in every conversation."""
         updates: list[Update] = []
         self.registered = False
         self._names_open.clear()
         self._batches.clear()
         self._history_asked.clear()
+        self._listing = False
         for key, conv in self.conversations.items():
+            conv.older_pending = False
             if conv.kind == "channel" and conv.joined:
                 conv.joined = False
                 conv.members.clear()
                 conv.typing.clear()
                 updates.append(MembersChanged(key))
-            updates += self._add(key, Line(now, "error", "", f"Disconnected: {reason}"), count=False)
-        return updates
+        if self.lost_at is None:
+            self.lost_at = now
+        if retry_in is not None:
+            text = f"Connection lost ({reason}). Reconnecting in {max(1, round(retry_in))} s\u2026"
+        else:
+            text = f"Disconnected ({reason})."
+        return updates + self._connection_line(text, now, "error", "reconnect")
+
+    def _connection_line(self, text: str, now: datetime, kind: str, action: str | None) -> list[Update]:
+        line = self.connection_line
+        server = self.conversations[SERVER_KEY]
+        online = action is None
+        if line is not None and server.lines and server.lines[-1] is line:
+            line.text, line.kind, line.action, line.time = text, kind, action, now
+            return [Redraw(SERVER_KEY), ConnectionChanged(online)]
+        line = Line(now, kind, "", text, action=action)
+        self.connection_line = None if online else line
+        return [*self._add(SERVER_KEY, line, count=False), ConnectionChanged(online)]
 
     def expire_typing(self, when: datetime) -> list[Update]:
         now = when.timestamp()
@@ -476,7 +742,7 @@ class ChatModel:
         if batch and batch in self._batches and msg.verb != "BATCH":
             self._batches[batch][2].append(msg)
             return []
-        handler = getattr(self, "_on_" + msg.verb, None)
+        handler: Callable[[Message, datetime], list[Update]] | None = getattr(self, "_on_" + msg.verb, None)
         if handler is not None:
             return handler(msg, parse_time(msg.tags, now))
         return self._on_numeric(msg, parse_time(msg.tags, now))
@@ -494,20 +760,25 @@ class ChatModel:
             if conv.first_unread is not None:
                 conv.first_unread = max(0, conv.first_unread - drop)
         updates: list[Update] = [LineAdded(key, line)]
+        alert = line.alert and key not in self.muted
         if count and key != self.active and not line.own and line.kind in ("message", "action", "notice"):
             conv.unread += 1
-            if line.mention:
+            if alert:
                 conv.mentions += 1
             updates.append(SidebarChanged())
-        if line.mention and not line.own and not line.history:
+        if alert and not line.own and not line.history:
             updates.append(Mention(key, line))
         return updates
 
     def _mentions_me(self, text: str) -> bool:
-        if not self.nick:
-            return False
-        me = re.escape(self.fold(self.nick))
-        return re.search(rf"(?<![\w\[\]\\`^{{|}}-]){me}(?![\w\[\]\\`^{{|}}-])", self.fold(text)) is not None
+        folded = self.fold(text)
+        for word in [self.nick, *self.highlights]:
+            if not word:
+                continue
+            me = re.escape(self.fold(word))
+            if re.search(rf"(?<![\w\[\]\\`^{{|}}-]){me}(?![\w\[\]\\`^{{|}}-])", folded) is not None:
+                return True
+        return False
 
     def _member_line(self, key: str, text: str, t: datetime, msg: Message) -> list[Update]:
         return self._add(key, Line(t, "event", "", text, msgid=msg.tags.get("msgid")))
@@ -516,14 +787,76 @@ class ChatModel:
     def _on_001(self, msg: Message, t: datetime) -> list[Update]:
         self.nick = msg.params[0]
         self.registered = True
-        return [Registered(self.nick), *self._add(SERVER_KEY, Line(t, "info", "", msg.params[-1]), count=False),
-                *self._rejoin()]
+        updates: list[Update] = [Registered(self.nick)]
+        lost = self.lost_at
+        if lost is not None:
+            local = self._now.astimezone().strftime("%H:%M")
+            updates += self._connection_line(
+                f"Reconnected at {local} (offline since {lost.astimezone().strftime('%H:%M')}).", self._now, "info",
+                None)
+            self.connection_line = None
+        updates += self._add(SERVER_KEY, Line(t, "info", "", msg.params[-1]), count=False)
+        updates += self._rejoin()
+        self.lost_at = None
+        return updates
 
     def _rejoin(self) -> list[Update]:
-        if not self.wanted:
-            return []
-        names = sorted(self.wanted.values(), key=self.fold)
-        return [Send(Message("JOIN", (",".join(names),)))]
+        """After 001: channels again, away again, and the history of private conversations."""
+        updates: list[Update] = []
+        if self.wanted:
+            names = sorted(self.wanted.values(), key=self.fold)
+            updates.append(Send(Message("JOIN", (",".join(names),))))
+        if self.away_message:
+            updates.append(Send(Message("AWAY", (self.away_message,))))
+        if self.has_history():
+            for key, conv in self.conversations.items():
+                if conv.kind == "query" and key not in self._history_asked:
+                    self._history_asked.add(key)
+                    updates.append(Send(self.history_request(key)))
+            # Private conversations that moved since we last looked: since the connection
+            # was lost, since the app last closed, or over the last weeks on a first run.
+            start = self.lost_at or self.seen_until or self._now - timedelta(days=TARGETS_DAYS)
+            since = format_time(min(start, self._now - timedelta(minutes=2)))  # a margin for clock skew
+            updates.append(Send(Message("CHATHISTORY", ("TARGETS", "timestamp=" + since,
+                                                        "timestamp=" + format_time(self._now), "50"))))
+        return updates
+
+    def note_sent(self, msg: Message) -> None:
+        """The user sent ``msg``: remember what must survive a reconnect (the away message)."""
+        if msg.verb == "AWAY":
+            self.away_message = msg.params[0] if msg.params and msg.params[0] else None
+
+    def restore_queries(self, names: Iterable[str]) -> list[Update]:
+        """Private conversations open when the app last closed, opened again (their history
+        is asked for once signed in)."""
+        updates: list[Update] = []
+        for name in names:
+            if name and not self.is_channel(name):
+                updates += self.open(name, focus=False)[1]
+        return updates
+
+    def older_request(self, key: str) -> Message | None:
+        """CHATHISTORY BEFORE the oldest line of ``key``, when the user scrolled to its top;
+        None when one is on its way, the server has nothing older, or offers no history."""
+        conv = self.conversations.get(key)
+        if conv is None or conv.kind == "server" or conv.older_pending or conv.older_done:
+            return None
+        if not self.has_history() or not self.registered:
+            return None
+        spoken = [ln for ln in conv.lines if ln.kind in ("message", "action", "notice")]
+        if not spoken:
+            return None
+        with_id = next((ln for ln in spoken if ln.msgid), None)
+        if with_id is not None and with_id.time <= spoken[0].time:
+            selector = f"msgid={with_id.msgid}"
+        else:
+            selector = "timestamp=" + format_time(spoken[0].time)
+        conv.older_pending = True
+        return Message("CHATHISTORY", ("BEFORE", conv.name, selector, str(self._history_page())))
+
+    def _history_page(self) -> int:
+        limit = self.isupport.get("CHATHISTORY", "")
+        return min(HISTORY_PAGE, int(limit)) if limit.isdigit() and int(limit) > 0 else HISTORY_PAGE
 
     def _on_005(self, msg: Message, t: datetime) -> list[Update]:
         for token in msg.params[1:-1]:
@@ -580,6 +913,8 @@ class ChatModel:
             conv.name = channel
             conv.joined = True
             conv.members.clear()
+            conv.topic = conv.topic_by = ""  # a 332 follows when the channel has one
+            updates.append(TopicChanged(key))
             self.wanted[key] = channel
             updates += [SidebarChanged(), MembersChanged(key)]
             updates += self._member_line(key, f"You joined {channel}", t, msg)
@@ -588,10 +923,10 @@ class ChatModel:
                 updates.append(Send(self.history_request(key)))
             return updates
         key = self.key(channel)
-        conv = self.conversations.get(key)
-        if conv is None:
+        other = self.conversations.get(key)
+        if other is None:
             return []
-        conv.members[self.fold(nick)] = Member(nick)
+        other.members[self.fold(nick)] = Member(nick)
         return [MembersChanged(key), *self._member_line(key, f"{nick} joined", t, msg)]
 
     def history_request(self, key: str) -> Message:
@@ -599,8 +934,7 @@ class ChatModel:
         of a reconnect), or the latest lines when we have none."""
         conv = self.conversations[key]
         last = conv.last_time
-        limit = self.isupport.get("CHATHISTORY", "")
-        n = str(min(100, int(limit))) if limit.isdigit() and int(limit) > 0 else "100"
+        n = str(self._history_page())
         if last is None:
             return Message("CHATHISTORY", ("LATEST", conv.name, "*", n))
         return Message("CHATHISTORY", ("AFTER", conv.name, "timestamp=" + format_time(last), n))
@@ -815,6 +1149,7 @@ class ChatModel:
         if found is None:
             return []
         key, line, updates = found
+        self._quote(key, line)
         if line.kind == "info":  # a CTCP request: shown, never counted
             return updates + self._add(key, line, count=False)
         return updates + self._add(key, line)
@@ -844,14 +1179,23 @@ class ChatModel:
             name = target  # echo-message of what we sent privately
         else:
             name = nick
+        if not own and self.fold(nick) in self.ignored:
+            return None
         key, updates = self.open(name, focus=False)
         conv = self.conversations[key]
         if conv.typing.pop(self.fold(nick), None) is not None:
             updates.append(TypingChanged(key))
-        mention = not own and (self._mentions_me(text) or (conv.kind == "query" and kind != "notice"))
-        return key, Line(t, kind, nick, strip_formatting(text), own=own, mention=mention, msgid=msgid), updates
+        mention = not own and self._mentions_me(text)
+        alert = not own and (mention or (conv.kind == "query" and kind != "notice"))
+        plain = strip_formatting(text)
+        line = Line(t, kind, nick, plain, own=own, mention=mention, msgid=msgid, alert=alert,
+                    styled=text if plain != text else None,
+                    reply_to=msg.tags.get("+draft/reply") or msg.tags.get("+reply"))
+        return key, line, updates
 
     def _on_TAGMSG(self, msg: Message, t: datetime) -> list[Update]:
+        if "+draft/react" in msg.tags or "+react" in msg.tags:
+            return self._reaction(msg)
         state = msg.tags.get("+typing") or msg.tags.get("+draft/typing")
         nick = split_userhost(msg.source or "").nick
         if not state or not nick or not msg.params or self.is_mine(nick):
@@ -867,6 +1211,39 @@ class ChatModel:
             conv.typing[self.fold(nick)] = (state, self._now.timestamp())
         return [TypingChanged(key)]
 
+    def _reaction(self, msg: Message) -> list[Update]:
+        """``+draft/react`` on a TAGMSG that replies (``+draft/reply``) to a line we have."""
+        emoji = msg.tags.get("+draft/react") or msg.tags.get("+react") or ""
+        target_id = msg.tags.get("+draft/reply") or msg.tags.get("+reply")
+        nick = split_userhost(msg.source or "").nick
+        if not emoji or not target_id or not nick or not msg.params:
+            return []
+        if not self.is_mine(nick) and self.fold(nick) in self.ignored:
+            return []
+        target = msg.params[0].lstrip(self.prefix_chars)
+        key = self.key(target if self.is_channel(target) or self.is_mine(nick) else nick)
+        conv = self.conversations.get(key)
+        line = self.line_by_msgid(key, target_id)
+        if conv is None or line is None:
+            return []
+        who = line.reactions.setdefault(emoji[:16], [])
+        if nick not in who:
+            who.append(nick)
+        return [Redraw(key)]
+
+    def _quote(self, key: str, line: Line) -> None:
+        if line.reply_to:
+            original = self.line_by_msgid(key, line.reply_to)
+            if original is not None:
+                text = original.text if len(original.text) <= 60 else original.text[:59] + "\u2026"
+                line.quote = f"{original.nick}: {text}"
+
+    def line_by_msgid(self, key: str, msgid: str) -> Line | None:
+        conv = self.conversations.get(key)
+        if conv is None or msgid not in conv.msgids:
+            return None
+        return next((ln for ln in reversed(conv.lines) if ln.msgid == msgid), None)
+
     # batches (chathistory) ----------------------------------------------------------------
     def _on_BATCH(self, msg: Message, t: datetime) -> list[Update]:
         if not msg.params:
@@ -876,6 +1253,10 @@ class ChatModel:
             self._batches[ref[1:]] = (msg.params[1] if len(msg.params) > 1 else "", list(msg.params[2:]), [])
             return []
         kind, params, messages = self._batches.pop(ref[1:], ("", [], []))
+        if kind in ("draft/chathistory-targets", "chathistory-targets"):
+            return self._targets(messages)
+        if kind == "draft/multiline" and messages:
+            return self._multiline(messages, t)
         if kind not in ("chathistory", "draft/chathistory") or not params:
             updates: list[Update] = []
             for m in messages:  # a batch we don't know: its lines count as if unbatched
@@ -884,13 +1265,54 @@ class ChatModel:
             return updates
         return self.merge_history(params[0], messages, t)
 
+    def _targets(self, messages: list[Message]) -> list[Update]:
+        """CHATHISTORY TARGETS: private conversations we had lately are opened, and their
+        history asked for (channels come back by being joined)."""
+        updates: list[Update] = []
+        for m in messages:
+            if m.verb != "CHATHISTORY" or len(m.params) < 2 or m.params[0].upper() != "TARGETS":
+                continue
+            name = m.params[1]
+            if self.is_channel(name) or self.is_mine(name) or self.fold(name) in self.ignored:
+                continue
+            key, opened = self.open(name, focus=False)
+            updates += opened
+            if key not in self._history_asked and self.has_history():
+                self._history_asked.add(key)
+                updates.append(Send(self.history_request(key)))
+        return updates
+
+    def _multiline(self, messages: list[Message], t: datetime) -> list[Update]:
+        """A ``draft/multiline`` batch: one message of several lines."""
+        first = messages[0]
+        parts: list[str] = []
+        for m in messages:
+            if m.verb != first.verb or len(m.params) < 2:
+                continue
+            if "draft/multiline-concat" in m.tags and parts:
+                parts[-1] += m.params[1]
+            else:
+                parts.append(m.params[1])
+        tags = {k: v for k, v in first.tags.items() if k != "batch"}
+        combined = Message(first.verb, (first.params[0], "\n".join(parts)), first.source, tags)
+        return self._message(combined, parse_time(tags, t), "message" if first.verb == "PRIVMSG" else "notice")
+
     def merge_history(self, target: str, messages: list[Message], now: datetime) -> list[Update]:
-        """Put history lines in their place by time, skipping msgids already shown."""
+        """Put history lines in their place by time, skipping msgids already shown. Mentions
+        in them are highlighted but never alert or count."""
+        key = self.key(target)
+        if key not in self.conversations and not self.is_channel(target) and not messages:
+            return []  # an empty answer about a private conversation we do not have open
         key, updates = self.open(target, focus=False)
         conv = self.conversations[key]
-        added = 0
+        older = conv.older_pending
+        conv.older_pending = False
+        anchor = next((ln for ln in conv.lines if ln.kind in ("message", "action", "notice")), None)
+        page: list[Line] = []
         for m in messages:
             if m.verb not in ("PRIVMSG", "NOTICE"):
+                if m.verb == "TAGMSG":
+                    self._reaction(m)
                 continue
             found = self._line_for(m, parse_time(m.tags, now), "message" if m.verb == "PRIVMSG" else "notice")
             if found is None:
@@ -900,25 +1322,68 @@ class ChatModel:
                 continue
             if line.msgid:
                 conv.msgids.add(line.msgid)
-            line.mention = False  # old news: no alerts, no counts
+            line.alert = False  # old news: no alerts, no counts
             line.history = True
-            conv.lines.append(line)
-            added += 1
+            page.append(line)
+        added = len(page)
+        # An older page goes in front, a newer one behind; the stable sort by time then keeps
+        # lines of the same millisecond in the order the server gave them.
+        if older:
+            conv.lines[:0] = page
+            if conv.first_unread is not None:
+                conv.first_unread += added
+        else:
+            conv.lines.extend(page)
+        for line in page:
+            self._quote(key, line)
+        if older and added == 0:
+            conv.older_done = True
         if added:
             # A stable sort keeps live lines with equal times in arrival order.
             conv.lines.sort(key=lambda ln: ln.time)
-            del conv.lines[:-MAX_LINES]
-            updates.append(Redraw(key))
+            if not older:
+                del conv.lines[:-MAX_LINES]
+            updates.append(Redraw(key, anchor if older else None))
+        elif older:
+            updates.append(Redraw(key, anchor))
         return updates
 
     # everything else --------------------------------------------------------------------
+    def _on_321(self, msg: Message, t: datetime) -> list[Update]:
+        self.channel_list = []
+        self._listing = True
+        return [ChannelListChanged(False)]
+
+    def _on_322(self, msg: Message, t: datetime) -> list[Update]:  # <me> <channel> <users> :<topic>
+        if len(msg.params) < 3:
+            return []
+        if not self._listing:
+            self.channel_list = []
+            self._listing = True
+        users = int(msg.params[2]) if msg.params[2].isdigit() else 0
+        topic = strip_formatting(msg.params[3]) if len(msg.params) > 3 else ""
+        topic = re.sub(r"^\[\+[^\]]*\]\s*", "", topic)  # "[+nt] the topic": the modes some servers prefix
+        self.channel_list.append(ChannelInfo(msg.params[1], users, topic))
+        return [ChannelListChanged(False)] if len(self.channel_list) % 50 == 0 else []
+
+    def _on_323(self, msg: Message, t: datetime) -> list[Update]:
+        if not self._listing:
+            self.channel_list = []
+        self._listing = False
+        return [ChannelListChanged(True)]
+
     def _on_numeric(self, msg: Message, t: datetime) -> list[Update]:
         verb = msg.verb
         if verb in _QUIET or not verb.isdigit():
             return []
-        text = " ".join(p for p in msg.params[1:] if p)
+        described = describe_numeric(msg)
+        if described == "":
+            return []
+        text = described if described is not None else " ".join(p for p in msg.params[1:] if p)
         if verb in _SERVER_INFO:
-            return self._add(SERVER_KEY, Line(t, "info", "", msg.params[-1]), count=False)
+            if described is None and verb not in (numerics.RPL_LUSERCLIENT, numerics.RPL_LUSERME):
+                text = msg.params[-1]
+            return self._add(SERVER_KEY, Line(t, "info", "", text), count=False)
         if verb in _ACTIVE_INFO:
             return self.add_info(None, text, t)
         if verb.startswith(("4", "5")):

@@ -35,6 +35,13 @@ class Settings:
     scale: float = 0.0  # Tk scaling; 0 = as the display says
     channels: list[str] = field(default_factory=lambda: ["#lobby"])  # joined on connect
     notifications: bool = True
+    queries: list[str] = field(default_factory=list)  # private conversations open when the app closed
+    geometry: str = ""  # the window's size and position, "1100x680+40+30"
+    sashes: list[int] = field(default_factory=list)  # the pane dividers' positions, in pixels
+    highlights: list[str] = field(default_factory=list)  # words that alert as a mention of your nick does
+    muted: list[str] = field(default_factory=list)  # conversations that never alert
+    ignored: list[str] = field(default_factory=list)  # nicks whose messages are hidden
+    last_seen: str = ""  # when the app last closed (ISO 8601): CHATHISTORY TARGETS looks from there
 
 
 def config_path() -> Path:

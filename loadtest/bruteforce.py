@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from server.protocol import Decoder, Message
 

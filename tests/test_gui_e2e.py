@@ -2,9 +2,8 @@
 
 Each test starts its own X server (``Xvfb -displayfd``), so nothing depends on
 the desktop the tests run from; they skip only when the Xvfb binary is absent
-(CI installs it). Screenshots go to ``artifacts/``; with
-``CHATROOM_DOCS_SCREENSHOT=1`` the richer session also refreshes
-``docs/screenshot.png`` for the README.
+(CI installs it). Screenshots go to ``artifacts/``; the README's are made by
+``tools/screenshot.py``.
 """
 
 from __future__ import annotations
@@ -111,8 +110,7 @@ def type_and_enter(app: object, text: str) -> None:
     """Type into the input box and press Enter, as a user would."""
     entry = app.view.entry  # type: ignore[attr-defined]
     entry.focus_force()
-    entry.delete(0, "end")
-    entry.insert(0, text)
+    app.view.set_input(text)  # type: ignore[attr-defined]
     entry.event_generate("<Return>")
     app.root.update()  # type: ignore[attr-defined]
 
@@ -144,7 +142,7 @@ def test_window_and_raw_client_chat_both_ways_with_emoji(server: Server, make_ap
     # Typing, both ways.
     bob.send("@+typing=active TAGMSG #lobby")
     wait_until(app, lambda: "bob is typing" in app.view.typing.cget("text"), what="typing shown")
-    app.view.entry.insert(0, "x")
+    app.view.set_input("x")
     app.view.entry.event_generate("<KeyRelease>", keysym="x")
     typing = bob.expect("TAGMSG")
     assert typing.tags.get("+typing") == "active"
@@ -165,7 +163,7 @@ def test_window_and_raw_client_chat_both_ways_with_emoji(server: Server, make_ap
 
 
 def test_two_windows_and_a_realistic_session(server: Server, make_app: Callable[..., object]) -> None:
-    """Two ChatApp windows talk; the first one's window becomes the README screenshot."""
+    """Two ChatApp windows talk."""
     alice = make_app(server.port, "alice", ["#lobby", "#python"])
     wait_until(alice, lambda: alice.model.registered and len(alice.model.wanted) == 2
                and all(c.joined for c in alice.model.conversations.values() if c.kind == "channel"),
@@ -206,9 +204,6 @@ def test_two_windows_and_a_realistic_session(server: Server, make_app: Callable[
     # zoe's own line, with an emoji outside the BMP, came back intact through the server.
     assert any(ln.own and ln.text.endswith("\U0001F4DA") for ln in zoe.model.conversations["#lobby"].lines)
 
-    shot = screenshot(alice, ARTIFACTS / "gui-session.png")
+    screenshot(alice, ARTIFACTS / "gui-session.png")
     screenshot(zoe, ARTIFACTS / "gui-session-dark.png")
-    if os.environ.get("CHATROOM_DOCS_SCREENSHOT"):
-        (ROOT / "docs").mkdir(exist_ok=True)
-        shutil.copy(shot, ROOT / "docs" / "screenshot.png")
     zoe.client.send(Message("QUIT", ("bye",)))

@@ -252,7 +252,7 @@ class ScriptedView:
         self.later.append(func)
         return "after#"
 
-    def set_status(self, text: str) -> None:
+    def set_status(self, text: str, action: str | None = None) -> None:
         self.status = text
 
     def _dialog(self, name: str, *args: object) -> bool:
