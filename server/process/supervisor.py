@@ -571,6 +571,10 @@ class Supervisor:
 def _manager_init(settings: dict[str, Any], config: Config, close_fds: list[int]) -> None:
     """The manager process's initializer: drop the supervisor's metrics listener,
     its own logging, then the bus."""
+    # fork copied the supervisor's handlers (which only enqueue): SIGTERM must end the manager
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
     die_with_parent()
     for fd in close_fds:
         try:

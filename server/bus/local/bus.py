@@ -505,9 +505,13 @@ class Bus:
 
 def is_fatal(exc: BaseException) -> bool:
     """Whether a storage error will not go away by itself (disk full, file gone)."""
-    if isinstance(exc, OSError):
-        return True
-    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
-        text = str(exc).lower()
-        return any(t in text for t in FATAL_STORAGE)
+    seen: BaseException | None = exc
+    while seen is not None:  # a failed ROLLBACK hides the cause in __context__
+        if isinstance(seen, OSError):
+            return True
+        if isinstance(seen, sqlite3.DatabaseError) and not isinstance(seen, sqlite3.IntegrityError):
+            text = str(seen).lower()
+            if any(t in text for t in FATAL_STORAGE):
+                return True
+        seen = seen.__context__
     return False
