@@ -157,6 +157,7 @@ class Supervisor:
         except ManagerBootError as exc:
             print(f"chatroom-server: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_STORAGE_ERROR) from None
+        self.db_id = self.db_identity()
         pairs = {i: socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for i in range(cfg.workers)}
         # The supervisor keeps the acceptor's ends (and the listening sockets):
         # a respawned acceptor inherits them, and no worker sees its hand-off
@@ -190,6 +191,14 @@ class Supervisor:
         if self.control is not None:
             fds.append(self.control.fileno())
         return fds + self.metrics_fds() + self.stats_fds()
+
+    def db_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the database file, None when it is missing."""
+        try:
+            st = os.stat(self.db_path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
 
     def start_manager(self) -> None:
         """Start a manager serving a fresh bus at :attr:`bus_address`."""
@@ -379,7 +388,7 @@ class Supervisor:
         if code == EXIT_STORAGE_ERROR:
             self.give_up("the manager cannot write to the data directory (disk full? see the log above)")
             return
-        if not self.db_path.exists():
+        if self.db_identity() != self.db_id:  # gone, or re-created empty by someone opening it
             self.give_up(f"the database {self.db_path} is gone (data directory removed?)")
             return
         now = time.monotonic()
