@@ -13,7 +13,7 @@ docs/operations.md has the figures).
 |---|---|
 | a worker | its clients drop, it is respawned, the others stay |
 | the acceptor | respawned; no connected client dropped; the listening sockets survive |
-| the manager | within 5 s a new one serves; connected clients stay connected, with their channels, modes, topic, bans and ops |
+| the manager | within 5 s a new one serves; connected clients stay, with channels, modes, topic, bans, ops |
 | the supervisor | every child exits within 2 s; the port is free; a restart works |
 """
 
@@ -324,7 +324,8 @@ def test_sigkill_of_the_supervisor_takes_every_child_down(start_server: Callable
         alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         time.sleep(0.02)
     gone = time.monotonic() - killed
-    assert not alive, f"still running {gone:.1f} s after the supervisor died: {[p.pid for p in alive]}\n" + "\n".join(server.lines[-30:])
+    assert not alive, (f"still running {gone:.1f} s after the supervisor died: {[p.pid for p in alive]}\n"
+                       + "\n".join(server.lines[-30:]))
     assert gone <= 2.0, f"children took {gone:.2f} s to exit"
     traffic.finish()
     probe = socket.create_server(("127.0.0.1", server.port))  # the port is free
