@@ -368,3 +368,32 @@ def test_a_full_disk_stops_the_server(start_server: Callable[..., Server]) -> No
     server.wait_log(r".*cannot write to the data directory.*stopping.*")
     shown = [m for m in c.drain() if m.verb == "PRIVMSG" and m.params[-1].startswith("not stored")]
     assert not shown, "a message that was not stored was shown"
+
+
+def test_the_systemd_unit_says_what_operations_md_promises() -> None:
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(Path(__file__).resolve().parent.parent / "deploy" / "chatroom.service")
+    service = unit["Service"]
+    assert service["Type"] == "notify"
+    assert service["Restart"] == "on-failure"
+    assert service["KillMode"] == "mixed"
+    assert set(service["RestartPreventExitStatus"].split()) == {"2", "3", "4"}
+    assert "kill -HUP" in service["ExecReload"]
+
+
+def test_readiness_and_stopping_reach_systemd(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10)
+    server = start_server(workers=1, env={"NOTIFY_SOCKET": path})
+    ready = sock.recv(4096).decode()
+    assert ready.startswith("READY=1") and f":{server.port}" in ready
+    c = server.client("x")  # ready means serving
+    c.close()
+    assert server.stop() == 0
+    assert sock.recv(4096) == b"STOPPING=1"
+    sock.close()
