@@ -173,6 +173,13 @@ def listening_ports(proc: psutil.Process) -> set[int]:
         return set()
 
 
+def check_listeners(server: Server, acceptor: int) -> None:
+    """Only the acceptor (and the supervisor, which owns them) hold the listening socket."""
+    for child in children(server):
+        ports = listening_ports(child)
+        assert (server.port in ports) == (child.pid == acceptor), f"pid {child.pid} listens on {ports}"
+
+
 def report(row: str, seconds: float) -> None:
     print(f"\nrecovery after SIGKILL of the {row}: {seconds:.3f} s")
 
@@ -210,10 +217,7 @@ def test_sigkill_of_the_acceptor_drops_no_client(start_server: Callable[..., Ser
     server = start_server(*EXEMPT, workers=2)
     traffic = Traffic(server, ["a1", "a2"])
     pid, line = pid_of(server, "acceptor")
-    # only the acceptor (and the supervisor, which owns them) hold the listening socket
-    for child in children(server):
-        ports = listening_ports(child)
-        assert (server.port in ports) == (child.pid == pid), f"pid {child.pid} listens on {ports}"
+    check_listeners(server, pid)
     traffic.wait_lines("member", 300)
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
@@ -221,6 +225,7 @@ def test_sigkill_of_the_acceptor_drops_no_client(start_server: Callable[..., Ser
     assert new_pid != pid
     late = server.client("late", CAPS)
     recovered = time.monotonic() - killed
+    check_listeners(server, new_pid)
     late.join("#log")
     traffic.wait_lines("member", 100)
     traffic.finish()
@@ -266,6 +271,7 @@ def test_sigkill_of_the_manager_keeps_clients_and_channels(start_server: Callabl
     traffic.finish()
     for c in traffic.clients:
         assert not c.closed, f"{c.nick} was dropped"
+    check_listeners(server, pid_of(server, "acceptor")[0])  # the new manager holds none either
     # the service accepts and routes again, for old and new clients
     late = server.client("late", CAPS)
     late.join("#log")

@@ -321,6 +321,7 @@ class Worker:
         except queue.Empty:
             pass
         queued = {item.token for item in held if type(item) is not Stamp and item.token}  # type: ignore[union-attr]
+        self.failed = set()  # what the previous recovery failed has come by or never will
         failed = self.fail_unconfirmed(queued)
         bus = self.reconnect()
         users, channels, closing = self.snapshot()
