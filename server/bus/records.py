@@ -250,7 +250,69 @@ class Wallops(NamedTuple):
 
 Event = (Joined | Parted | Quit | NickChanged | TopicChanged | ModeChanged | Kicked | Invited | InviteNotice
          | AwayChanged | RealnameChanged | AccountChanged | Disconnect | Wallops)
-Delivered = ChannelDelivery | PrivateDelivery | Reply | Result | Done | Begin | Stamp | Event
+
+# -- what a worker keeps so that a fresh manager can be rebuilt ----------------------
+
+
+class ChannelState(NamedTuple):
+    """A channel's state, to every worker holding members of it, whenever it
+    changes (and to a worker whose first member joins): the worker keeps the
+    latest one to re-register the channel into a new manager. ``seq`` orders
+    the states (bus start time, counter) so the newest one wins."""
+
+    key: str
+    name: str
+    created: float
+    topic: str
+    topic_by: str
+    topic_at: float
+    modes: str
+    password: str | None
+    limit: int | None
+    bans: tuple[tuple[str, str, float], ...]
+    excepts: tuple[tuple[str, str, float], ...]
+    invex: tuple[tuple[str, str, float], ...]
+    history: bool
+    seq: tuple[float, int]
+
+
+class MemberModes(NamedTuple):
+    """A member's prefix modes in a channel (``"o"``, ``"v"``, ``"ov"``, ``""``),
+    to that member's worker, when they are set at a join or change."""
+
+    key: str
+    sid: int
+    modes: str
+
+
+Delivered = (ChannelDelivery | PrivateDelivery | Reply | Result | Done | Begin | Stamp | Event | ChannelState
+             | MemberModes)
+
+
+class SessionImage(NamedTuple):
+    """A registered client as its worker knows it, for a new manager (Bus.restore)."""
+
+    sid: int
+    nick: str
+    user: str
+    realname: str
+    ip: str
+    host: str
+    tls: bool
+    account: str | None
+    away: str | None
+    modes: str
+    signon: float
+
+
+class ChannelImage(NamedTuple):
+    """A channel as one worker knows it: its latest state (None if it never got
+    one) and its local members with their prefix modes."""
+
+    key: str
+    name: str
+    state: ChannelState | None
+    members: tuple[tuple[int, str], ...]
 
 # -- what the manager stores after a batch, before its deliveries leave ------------------
 

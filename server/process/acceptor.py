@@ -34,6 +34,7 @@ from typing import Any
 from server.ops import config as config_mod
 from server.ops.config import Config
 from server.ops.logs import setup_logging
+from server.process.lifeline import die_with_parent
 from server.protocol import Message
 
 log = logging.getLogger(__name__)
@@ -322,6 +323,7 @@ def run_acceptor(config: Config, listeners: list[socket.socket], workers: dict[i
                  tls_listeners: list[socket.socket] | None = None,
                  ws_listeners: list[tuple[socket.socket, bool]] | None = None) -> None:
     """Process entry point."""
+    die_with_parent()
     for fd in close_fds:
         try:
             os.close(fd)

@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import secrets
 import selectors
 import signal
 import socket
@@ -25,9 +26,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from server.bus.local.manager import ChatManager, _init_bus
+from server.bus.local.manager import ChatManager, _init_bus, successor
 from server.ops import config as config_mod
 from server.ops.config import Config
 from server.ops.logs import setup_logging
@@ -35,12 +37,35 @@ from server.ops.metrics import ACCEPTOR_SLOTS, HEARTBEAT_STALE, Aggregator, Metr
 from server.ops.resources import process_usage, raise_fd_limit, summary, system_usage, thread_capacity
 from server.ops.tls import TLSConfigError, context_from
 from server.process.acceptor import run_acceptor
+from server.process.lifeline import die_with_parent
 from server.process.worker import BOOT_ERROR, run_worker
 
 log = logging.getLogger("server.process.supervisor")
 
 EXIT_BOOT_ERROR = 3
 EXIT_LISTEN_ERROR = 2
+EXIT_STORAGE_ERROR = 4  # also the manager's exit code when it cannot store (server/bus/local/bus.py)
+MAX_RESTARTS_PER_MINUTE = 5
+
+
+class ManagerBootError(Exception):
+    """The manager process died before serving (its initializer failed)."""
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (``Type=notify``) about our state over ``$NOTIFY_SOCKET``,
+    with the standard library's socket; nothing when not run by systemd."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(path)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("sd_notify failed: %s", exc)
 
 
 @dataclass
@@ -68,6 +93,10 @@ class Supervisor:
         self.acceptor: Any = None
         self.control: socket.socket | None = None
         self.listeners: list[socket.socket] = []
+        self.tls_listeners: list[socket.socket] = []
+        self.acceptor_ends: dict[int, socket.socket] = {}
+        self.manager_deaths: list[float] = []
+        self.acceptor_deaths: list[float] = []
         self.last_report = time.monotonic()
         self.sel = selectors.DefaultSelector()
         self.aggregator = Aggregator()
@@ -97,7 +126,6 @@ class Supervisor:
         lsock.set_inheritable(False)
         self.listeners = [lsock]
         self.port = lsock.getsockname()[1]
-        self.tls_listeners: list[socket.socket] = []
         if cfg.tls_cert:  # TLS is on when a certificate is configured (docs/security.md)
             try:
                 context_from(cfg)
@@ -133,39 +161,28 @@ class Supervisor:
                 print(f"chatroom-server: cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: "
                       f"{exc.strerror or exc}", file=sys.stderr)
                 raise SystemExit(EXIT_LISTEN_ERROR) from None
-        self.manager = ChatManager(ctx=self.ctx)
-        # the manager must not hold the listening sockets (fork copies every fd)
-        listening = [s.fileno() for s in (*self.listeners, *self.tls_listeners)]
-        self.manager.start(initializer=_manager_init,
-                           initargs=(cfg.bus_settings(), cfg, [*self.metrics_fds(), *listening]))
-        self.bus = self.manager.get_bus()  # type: ignore[attr-defined]
-        log.info("manager ready (pid %d)", self.manager._process.pid)  # type: ignore[attr-defined]
+        # Bus addresses in the abstract namespace (no file to clean up), one per
+        # manager in a known sequence (manager.successor), so the workers find
+        # a respawned manager without being told.
+        self.bus_address = f"\0chatroom-bus-{os.getpid()}-{secrets.token_hex(4)}-0"
+        self.db_path = Path(cfg.data_dir) / "chatroom.db"
+        try:
+            self.start_manager()
+        except ManagerBootError as exc:
+            print(f"chatroom-server: {exc}", file=sys.stderr)
+            raise SystemExit(EXIT_STORAGE_ERROR) from None
+        self.db_id = self.db_identity()
         pairs = {i: socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for i in range(cfg.workers)}
-        self.control, acc_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        acceptor_ends = {i: a for i, (a, _) in pairs.items()}
-        keep_out_of_workers = [s.fileno() for s in
-                               (*self.listeners, *self.tls_listeners, *(s for s, _ in self.ws_listeners),
-                                self.control, acc_control,
-                                *acceptor_ends.values())]
-        keep_out_of_workers += self.metrics_fds()
+        # The supervisor keeps the acceptor's ends (and the listening sockets):
+        # a respawned acceptor inherits them, and no worker sees its hand-off
+        # socket close when the acceptor dies.
+        self.acceptor_ends = {i: a for i, (a, _) in pairs.items()}
         for i, (_, w_end) in pairs.items():
             others = [p[1].fileno() for j, p in pairs.items() if j != i]
-            self.spawn_worker(i, w_end, keep_out_of_workers + others)
+            self.spawn_worker(i, w_end, self.private_fds() + others)
         for _, w_end in pairs.values():
             w_end.close()
-        ready = self.ctx.Event()
-        self.acceptor = self.ctx.Process(
-            target=run_acceptor, name="chatroom-acceptor",
-            args=(cfg, self.listeners, acceptor_ends, acc_control,
-                  [self.control.fileno(), *self.metrics_fds(), *self.stats_fds()], ready, self.acceptor_counters,
-                  self.tls_listeners, self.ws_listeners))
-        self.acceptor.start()
-        for a_end in acceptor_ends.values():
-            a_end.close()
-        acc_control.close()
-        for lsock in [*self.listeners, *self.tls_listeners, *(s for s, _ in self.ws_listeners)]:
-            lsock.close()  # the acceptor has them now
-        ready.wait(10)
+        self.spawn_acceptor()
         self.wait_for_workers()
         if self.stopping:
             return
@@ -180,10 +197,62 @@ class Supervisor:
             log.info("TLS on %s:%d (certificate %s)", cfg.host, self.tls_port, cfg.tls_cert)
         if cfg.websocket:
             log.info("WebSocket on %s:%d (%s)", cfg.host, self.ws_port, "wss" if cfg.websocket_tls else "ws")
+        sd_notify(f"READY=1\nSTATUS=listening on {cfg.host}:{self.port}")
+
+    def private_fds(self) -> list[int]:
+        """What the supervisor holds that no worker or manager may keep: the
+        listening sockets, the acceptor's ends and control socket, the metrics
+        listener and the other workers' snapshot sockets."""
+        fds = [s.fileno() for s in (*self.listeners, *self.tls_listeners, *(s for s, _ in self.ws_listeners),
+                                    *self.acceptor_ends.values())]
+        if self.control is not None:
+            fds.append(self.control.fileno())
+        return fds + self.metrics_fds() + self.stats_fds()
+
+    def db_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the database file, None when it is missing."""
+        try:
+            st = os.stat(self.db_path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def start_manager(self) -> None:
+        """Start a manager serving a fresh bus at :attr:`bus_address`."""
+        cfg = self.config
+        if self.manager is not None:
+            self.bus_address = successor(self.bus_address)
+        manager = ChatManager(address=self.bus_address, ctx=self.ctx)
+        try:
+            manager.start(initializer=_manager_init, initargs=(cfg.bus_settings(), cfg, self.private_fds()))
+        except (EOFError, OSError) as exc:
+            raise ManagerBootError(f"the manager could not start (data directory {cfg.data_dir}: "
+                                   f"{exc or 'see the log above'})") from None
+        self.manager = manager
+        self.manager_started = time.monotonic()
+        self.bus = manager.get_bus()  # type: ignore[attr-defined]
+        log.info("manager ready (pid %d)", manager._process.pid)  # type: ignore[attr-defined]
+
+    def spawn_acceptor(self) -> None:
+        """Fork an acceptor on the supervisor's listening sockets and hand-off ends."""
+        if self.control is not None:
+            self.control.close()
+        self.control, acc_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ready = self.ctx.Event()
+        self.acceptor = self.ctx.Process(
+            target=run_acceptor, name="chatroom-acceptor",
+            args=(self.config, self.listeners, dict(self.acceptor_ends), acc_control,
+                  [self.control.fileno(), *self.metrics_fds(), *self.stats_fds()], ready, self.acceptor_counters,
+                  self.tls_listeners, self.ws_listeners))
+        self.acceptor.start()
+        self.acceptor_started = time.monotonic()
+        acc_control.close()
+        ready.wait(10)
+        log.info("acceptor ready (pid %d)", self.acceptor.pid)
 
     def spawn_worker(self, index: int, w_end: socket.socket, close_fds: list[int]) -> None:
         heartbeat = self.ctx.Value("d", 0.0, lock=False)
-        address = self.manager.address  # type: ignore[union-attr]
+        address = self.bus_address
         authkey = bytes(multiprocessing.current_process().authkey)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         close = [*close_fds, *self.stats_fds(), *self.metrics_fds(), ours.fileno()]
@@ -220,16 +289,16 @@ class Supervisor:
 
     def respawn(self, index: int) -> None:
         a_end, w_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        close = [a_end.fileno()]
-        if self.control is not None:
-            close.append(self.control.fileno())
-        self.spawn_worker(index, w_end, close)
+        old = self.acceptor_ends.pop(index, None)
+        if old is not None:
+            old.close()
+        self.spawn_worker(index, w_end, [a_end.fileno(), *self.private_fds()])
         w_end.close()
+        self.acceptor_ends[index] = a_end
         try:
             socket.send_fds(self.control, [f"W{index}".encode()], [a_end.fileno()])  # type: ignore[arg-type]
-        except OSError as exc:
-            log.error("cannot hand worker %d to the acceptor: %s", index, exc)
-        a_end.close()
+        except OSError as exc:  # the acceptor is down: its successor inherits a_end
+            log.warning("cannot hand worker %d to the acceptor: %s", index, exc)
 
     # -- the loop -------------------------------------------------------------
     def run(self) -> int:
@@ -312,23 +381,67 @@ class Supervisor:
             try:
                 dropped = self.bus.drop_worker(index, "Connection closed")
             except (EOFError, OSError):
-                self.check_processes()  # the manager is gone too: stop, do not respawn
-                return
+                dropped = 0  # the manager is gone too: its successor never knew these clients
             self.aggregator.retire_worker(index)
             log.error("worker %d (pid %s) died with exit code %s; %d clients dropped; respawning",
                       index, proc.pid, proc.exitcode, dropped)
             self.respawn(index)
 
     def check_processes(self) -> None:
-        if self.acceptor is not None and not self.acceptor.is_alive():
-            print("chatroom-server: the acceptor process died; stopping", file=sys.stderr)
-            self.exit_code = 1
-            self.stopping = True
-        manager_proc = getattr(self.manager, "_process", None)
-        if manager_proc is not None and not manager_proc.is_alive():
-            print("chatroom-server: the manager process died; stopping", file=sys.stderr)
-            self.exit_code = 1
-            self.stopping = True
+        """The manager first (the workers need it to restore), then the acceptor."""
+        self.reap_manager()
+        if not self.stopping:
+            self.reap_acceptor()
+
+    def reap_manager(self) -> None:
+        """A dead manager is replaced at the same address; the workers reconnect
+        and re-register their sessions (server/process/worker.py, recover). One
+        that cannot store (disk full, data directory gone) stops the server."""
+        proc = getattr(self.manager, "_process", None)
+        if proc is None or proc.is_alive():
+            return
+        proc.join(0)
+        code = proc.exitcode
+        if code == EXIT_STORAGE_ERROR:
+            self.give_up("the manager cannot write to the data directory (disk full? see the log above)")
+            return
+        if self.db_identity() != self.db_id:  # gone, or re-created empty by someone opening it
+            self.give_up(f"the database {self.db_path} is gone (data directory removed?)")
+            return
+        now = time.monotonic()
+        self.manager_deaths = [t for t in self.manager_deaths if now - t < 60] + [now]
+        if len(self.manager_deaths) > MAX_RESTARTS_PER_MINUTE:
+            self.give_up(f"the manager died {len(self.manager_deaths)} times within a minute")
+            return
+        log.error("manager (pid %s) died with exit code %s; starting a new one", proc.pid, code)
+        started = time.monotonic()
+        try:
+            self.start_manager()
+        except ManagerBootError as exc:
+            self.give_up(str(exc))
+            return
+        log.info("manager replaced in %.3f s", time.monotonic() - started)
+
+    def reap_acceptor(self) -> None:
+        """A dead acceptor is respawned on the same listening sockets; clients
+        already handed to workers never noticed it."""
+        if self.acceptor is None or self.acceptor.is_alive():
+            return
+        self.acceptor.join(0)
+        now = time.monotonic()
+        self.acceptor_deaths = [t for t in self.acceptor_deaths if now - t < 60] + [now]
+        if len(self.acceptor_deaths) > MAX_RESTARTS_PER_MINUTE:
+            self.give_up(f"the acceptor died {len(self.acceptor_deaths)} times within a minute")
+            return
+        log.error("acceptor (pid %s) died with exit code %s; respawning", self.acceptor.pid, self.acceptor.exitcode)
+        self.spawn_acceptor()
+
+    def give_up(self, why: str) -> None:
+        """Stop with a clear message and a non-zero exit code instead of looping."""
+        print(f"chatroom-server: {why}; stopping", file=sys.stderr)
+        log.critical("%s; stopping", why)
+        self.exit_code = EXIT_STORAGE_ERROR if "manager" in why or "database" in why else 1
+        self.stopping = True
 
     def murder_workers(self) -> None:
         """Kill a worker whose heartbeat stopped (hung); it is respawned when reaped."""
@@ -448,6 +561,7 @@ class Supervisor:
 
     # -- stop -----------------------------------------------------------------
     def halt(self) -> None:
+        sd_notify("STOPPING=1")
         deadline = time.monotonic() + 4.0
         self.sampler_wake.set()
         if self.metrics_server is not None:
@@ -475,12 +589,19 @@ class Supervisor:
                 self.manager.shutdown()
             except Exception:
                 pass
+        for lsock in (*self.listeners, *self.tls_listeners):
+            lsock.close()
         log.info("stopped")
 
 
 def _manager_init(settings: dict[str, Any], config: Config, close_fds: list[int]) -> None:
     """The manager process's initializer: drop the supervisor's metrics listener,
     its own logging, then the bus."""
+    # fork copied the supervisor's handlers (which only enqueue): SIGTERM must end the manager
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    die_with_parent()
     for fd in close_fds:
         try:
             os.close(fd)

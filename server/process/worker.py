@@ -13,6 +13,19 @@ Threads, and what each owns:
   which channel) and delivers: one write per client per batch;
 * writer (:mod:`server.process.sendq`): flushes SendQs of clients whose socket was full;
 * timer: registration timeout, PING on idle, ping timeout, heartbeat.
+
+**When the manager dies** the bus threads do not exit: the subscriber parks,
+and the publisher runs :meth:`Worker.recover`. It takes what clients queued
+meanwhile off the queue, fails every item the old manager never completed
+(a request's waiter gets ``400`` "try again", a message's sender a ``400``
+saying it may not have been delivered: it is never re-published, since
+another worker may already have shown it, and a second copy would be a
+duplicate), reconnects to the new manager at the same address, re-registers
+its registered clients and their channels (``Bus.restore``; clients still
+registering are closed with an ERROR asking them to reconnect), then
+publishes the queued items and lets the subscriber fetch again. Nothing a
+client saw is lost from history: the old manager committed it before
+delivering it.
 """
 
 from __future__ import annotations
@@ -30,12 +43,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from server.bus.local.manager import BusProxy, connect_bus
+from server.bus.local.manager import BusProxy, connect_bus, successor
 from server.bus.records import (
     AccountChanged,
     AwayChanged,
     Begin,
     ChannelDelivery,
+    ChannelImage,
+    ChannelState,
     Delivered,
     Disconnect,
     Done,
@@ -43,6 +58,7 @@ from server.bus.records import (
     InviteNotice,
     Joined,
     Kicked,
+    MemberModes,
     ModeChanged,
     NickChanged,
     Parted,
@@ -53,6 +69,7 @@ from server.bus.records import (
     Reply,
     Result,
     Send,
+    SessionImage,
     Stamp,
     TopicChanged,
     Wallops,
@@ -65,16 +82,21 @@ from server.ops import tls as tls_mod
 from server.ops.config import Config
 from server.ops.logs import setup_logging
 from server.ops.metrics import MESSAGE_KINDS, WorkerStats, exchange
+from server.process.lifeline import die_with_parent, orphaned
 from server.process.sendq import Writer
 from server.process.session import ConnectionGone, Pending, Session, Unit, handle_client
 from server.process.threads import ClientThreads
 from server.process.websocket import WebSocketState
-from server.protocol import Message, RemoteProtocolError, error_reply, escape_tag_value
+from server.protocol import Message, RemoteProtocolError, error_reply, escape_tag_value, numerics
 from server.state.store import Store
 
 log = logging.getLogger(__name__)
 
 BOOT_ERROR = 3
+RECONNECT_TIMEOUT = 20.0  # seconds to wait for a new manager before giving up (exit 1)
+LOST = "The server restarted its core; try again"
+UNCONFIRMED = ("Message not confirmed: the server restarted its core while sending it "
+               "(it may not have been delivered; CHATHISTORY shows what was)")
 Put = Callable[[Session, bytes], None]
 
 
@@ -95,6 +117,16 @@ class Worker:
         # local replica: channel key -> {sid: Session} for local members, and names
         self.channels: dict[str, dict[int, Session]] = {}
         self.channel_names: dict[str, str] = {}
+        # ... and what a new manager would need of those channels (Bus.restore)
+        self.chanstate: dict[str, ChannelState] = {}
+        self.member_modes: dict[str, dict[int, str]] = {}
+        # manager loss and recovery (see the module docstring)
+        self.bus_lost = threading.Event()
+        self.subscriber_parked = threading.Event()
+        self.bus_gen = 0
+        self.bus_back = threading.Condition()
+        self.failed: set[int] = set()  # tokens failed at a loss: their items are not published
+        self.recoveries = 0
         self.writer = Writer()
         self.threads = ClientThreads(config.thread_keep)
         self.running = True
@@ -122,7 +154,7 @@ class Worker:
             TopicChanged: self.on_topic, ModeChanged: self.on_mode, Kicked: self.on_kicked,
             Invited: self.on_invited, InviteNotice: self.on_invite_notice, AwayChanged: self.on_away,
             RealnameChanged: self.on_realname, AccountChanged: self.on_account, Disconnect: self.on_disconnect,
-            Wallops: self.on_wallops,
+            Wallops: self.on_wallops, ChannelState: self.on_channel_state, MemberModes: self.on_member_modes,
         }
 
     # -- helpers for sessions -------------------------------------------------
@@ -197,8 +229,11 @@ class Worker:
         get_nowait = self.outq.get_nowait
         last = 0.0
         while self.running:
+            if self.bus_lost.is_set():
+                bus = self.recover()
+                continue
             try:
-                first = get(timeout=0.5)
+                first = get(timeout=0.1)  # short: a lost manager is noticed here too
             except queue.Empty:
                 continue
             # what clients send meanwhile rides in the same batch (one round trip, one pickle)
@@ -210,6 +245,8 @@ class Worker:
                     batch.append(get_nowait())
             except queue.Empty:
                 pass
+            if self.failed:
+                batch = self.unfailed(batch)
             for item in batch:
                 if type(item) is Send:
                     counts[item.kind] += 1
@@ -218,8 +255,8 @@ class Worker:
             try:
                 bus.publish(self.index, batch)
             except (EOFError, OSError):
+                # its items' completions never come: recover() fails them
                 self.lost_manager("publisher")
-                return
             except Exception:
                 log.exception("publisher: a batch of %d items failed", len(batch))
             finally:
@@ -234,23 +271,25 @@ class Worker:
         return time.monotonic()
 
     def lost_manager(self, thread: str) -> None:
-        """The bus is gone: without it this worker can serve no one. Exit, so the
-        supervisor sees it (and stops the server, the manager being down)."""
-        if self.running:
-            log.error("%s: lost the manager", thread)
-            os._exit(1)
+        """The bus is gone: the publisher will recover (module docstring)."""
+        if self.running and not self.bus_lost.is_set():
+            log.warning("worker %d: %s lost the manager", self.index, thread)
+        self.bus_lost.set()
 
     def subscriber(self) -> None:
         bus: BusProxy = connect_bus(self.bus_address, self.authkey)
         last = 0.0
         while self.running:
+            if self.bus_lost.is_set():
+                bus = self.park()
+                continue
             # a batch then holds several lines for each client, sent in one write
             last = self._linger(last)
             try:
                 batch = bus.fetch(self.index, 0.5)
             except (EOFError, OSError):
                 self.lost_manager("subscriber")
-                return
+                continue
             except Exception:
                 log.exception("subscriber: fetch failed")
                 continue
@@ -259,6 +298,143 @@ class Worker:
                     self.deliver(batch)
                 except Exception:
                     log.exception("subscriber: delivery failed")
+
+    # -- manager loss --------------------------------------------------------
+    def park(self) -> BusProxy:
+        """Subscriber: hold still (the replica is read) until the publisher has
+        re-registered everything, then connect to the new manager."""
+        gen = self.bus_gen
+        self.subscriber_parked.set()
+        with self.bus_back:
+            while self.bus_gen == gen and self.running:
+                self.bus_back.wait(0.5)
+        self.subscriber_parked.clear()
+        return self.reconnect()
+
+    def recover(self) -> BusProxy:
+        """Publisher: fail what the old manager never completed, reconnect,
+        re-register this worker's clients and channels, then publish what
+        clients queued meanwhile (module docstring)."""
+        started = time.monotonic()
+        self.subscriber_parked.wait(5.0)  # it has delivered all it fetched
+        held: list[Published] = []
+        try:
+            while True:
+                held.append(self.outq.get_nowait())
+        except queue.Empty:
+            pass
+        queued = {item.token for item in held if type(item) is not Stamp and item.token}  # type: ignore[union-attr]
+        self.failed = set()  # what the previous recovery failed has come by or never will
+        failed = self.fail_unconfirmed(queued)
+        bus = self.reconnect()
+        users, channels, closing = self.snapshot()
+        try:
+            restored = bus.restore(self.index, users, channels)
+        except (EOFError, OSError):
+            log.warning("worker %d: the new manager went away during the restore", self.index)
+            for item in reversed(held):  # back in front, in order, for the next attempt
+                self.outq.put(item)
+            return bus
+        for s in closing:
+            s.close("Server restarted its core during your registration; please reconnect")
+        self.bus_lost.clear()
+        with self.bus_back:
+            self.bus_gen += 1
+            self.bus_back.notify_all()
+        held = self.unfailed(held)
+        for i in range(0, len(held), self.config.bus_batch):
+            try:
+                bus.publish(self.index, held[i:i + self.config.bus_batch])
+            except (EOFError, OSError):
+                self.lost_manager("publisher")
+                break
+        self.recoveries += 1
+        log.info("worker %d: re-registered %d clients and %d channels with the new manager in %.3f s "
+                 "(%d unconfirmed items failed, %d clients still registering closed)",
+                 self.index, restored, len(channels), time.monotonic() - started, failed, len(closing))
+        return bus
+
+    def reconnect(self) -> BusProxy:
+        """A proxy to the manager at the bus address, waiting for it to come back."""
+        deadline = time.monotonic() + RECONNECT_TIMEOUT
+        while True:
+            # the current address (the other bus thread may have moved on), then its successors
+            for n in range(4):
+                address = successor(self.bus_address, n)
+                try:
+                    bus = connect_bus(address, self.authkey)
+                except (OSError, EOFError):
+                    continue
+                self.bus_address = address
+                return bus
+            if time.monotonic() > deadline or not self.running:
+                log.error("worker %d: no manager came back within %.0f s", self.index, RECONNECT_TIMEOUT)
+                os._exit(1)
+            time.sleep(0.05)
+
+    def fail_unconfirmed(self, queued: set[int]) -> int:
+        """Complete every token the old manager never answered (all but those
+        still ``queued`` here): requests get an error, messages a warning."""
+        n = 0
+        for token in list(self.pending):
+            if token in queued:
+                continue
+            pending = self.pending.pop(token, None)
+            if pending is None:
+                continue
+            self.failed.add(token)
+            n += 1
+            if pending.unit is not None and pending.owner is not None:
+                pending.owner.complete(pending.unit, [])
+            pending.resolve("err", (numerics.ERR_UNKNOWNERROR, ("*",), LOST))
+        owners = {id(u): s for s in list(self.sessions.values()) for u in list(s.units)}
+        for token in list(self.sending):
+            if token in queued:
+                continue
+            unit = self.sending.pop(token, None)
+            if unit is None:
+                continue
+            self.failed.add(token)
+            n += 1
+            s = owners.get(id(unit))
+            if s is not None:
+                line = Message(numerics.ERR_UNKNOWNERROR, (s.nick, "*", UNCONFIRMED), self.config.server_name)
+                s.complete(unit, [line.to_bytes()])
+        return n
+
+    def unfailed(self, items: list[Published]) -> list[Published]:
+        """``items`` without those whose token was failed (their waiter was told)."""
+        failed = self.failed
+        out: list[Published] = []
+        for item in items:
+            if type(item) is not Stamp and item.token in failed:  # type: ignore[union-attr]
+                failed.discard(item.token)  # type: ignore[union-attr]
+            else:
+                out.append(item)
+        return out
+
+    def snapshot(self) -> tuple[list[SessionImage], list[ChannelImage], list[Session]]:
+        """This worker's registered clients and their channels, for a new
+        manager; and the clients still registering (to be closed)."""
+        users: list[SessionImage] = []
+        closing: list[Session] = []
+        known: set[int] = set()
+        for s in list(self.sessions.values()):
+            if s.forgotten or s.closing is not None:
+                continue
+            if not s.registered:
+                closing.append(s)
+                continue
+            known.add(s.sid)
+            users.append(SessionImage(s.sid, s.nick, s.user, s.realname, s.ip, s.host, s.tls, s.account, s.away,
+                                      "".join(sorted(s.modes)), s.signon))
+        channels = []
+        for key, members in list(self.channels.items()):
+            modes = self.member_modes.get(key, {})
+            local = tuple((sid, modes.get(sid, "")) for sid in list(members) if sid in known)
+            if local:
+                channels.append(ChannelImage(key, self.channel_names.get(key, key), self.chanstate.get(key), local))
+        return users, channels, closing
 
     def deliver(self, batch: list[Delivered]) -> None:
         """Apply one bus batch: one write per touched client at the end (or
@@ -449,6 +625,7 @@ class Worker:
         if me is not None:
             seen.add(e.sid)
             put(me, line)
+            me.nick = e.nick  # also a rename the registry decided (a nick conflict at a rebuild)
         return self._to_channels(e.keys, line, put, seen)
 
     def _to_channel(self, key: str, line: bytes, put: Put) -> int:
@@ -509,6 +686,17 @@ class Worker:
             s.close(e.reason)
         return 0
 
+    def on_channel_state(self, e: ChannelState, put: Put) -> int:
+        if e.key in self.channels:
+            self.chanstate[e.key] = e
+        return 0
+
+    def on_member_modes(self, e: MemberModes, put: Put) -> int:
+        members = self.channels.get(e.key)
+        if members is not None and e.sid in members:
+            self.member_modes.setdefault(e.key, {})[e.sid] = e.modes
+        return 0
+
     def on_wallops(self, e: Wallops, put: Put) -> int:
         line = Message("WALLOPS", (e.text,), e.prefix).to_bytes()
         n = 0
@@ -522,11 +710,16 @@ class Worker:
         members = self.channels.get(key)
         if members is not None:
             members.pop(sid, None)
+            modes = self.member_modes.get(key)
+            if modes is not None:
+                modes.pop(sid, None)
             if not members:
                 del self.channels[key]
                 self.channel_names.pop(key, None)
+                self.chanstate.pop(key, None)
+                self.member_modes.pop(key, None)
 
-    def snapshot(self) -> dict[str, Any]:
+    def figures(self) -> dict[str, Any]:
         """This worker's figures for the supervisor (server/ops/metrics.py)."""
         st = self.stats
         with st.lock:
@@ -549,7 +742,7 @@ class Worker:
         cfg = self.config
         while self.running:
             self.heartbeat.value = time.time()
-            report = exchange(self.stats_sock, self.snapshot(), self.index)
+            report = exchange(self.stats_sock, self.figures(), self.index)
             if report is not None:
                 self.report = report
             now = time.monotonic()
@@ -693,7 +886,9 @@ class Worker:
         for s in sessions:
             s.closing = "Server shutting down"
             s.out.write(line)  # after anything still queued, so it arrives whole
-        deadline = time.monotonic() + 1.0
+        # Orphaned (the supervisor was killed), every process must be gone within 2 s.
+        budget = 0.5 if orphaned() else 1.0
+        deadline = time.monotonic() + budget
         while any(s.out.pending for s in sessions) and time.monotonic() < deadline:
             time.sleep(0.01)
         for s in sessions:
@@ -703,7 +898,7 @@ class Worker:
                 pass
         self.writer.stop()
         # Lines already read are accepted: let the publisher hand them to the bus.
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + 2 * budget
         while (not self.outq.empty() or self.publishing) and time.monotonic() < deadline:
             time.sleep(0.01)
         self.running = False
@@ -722,6 +917,7 @@ def run_worker(index: int, config: Config, argv: list[str], bus_address: Any, au
                handoff: socket.socket, heartbeat: Any, close_fds: list[int],
                stats_sock: socket.socket | None = None) -> None:
     """Process entry point."""
+    die_with_parent()
     for fd in close_fds:
         try:
             os.close(fd)

@@ -30,11 +30,27 @@ The contract, and how this module keeps it:
   database, a slow commit stalls deliveries but never the routing of new
   batches, and a ``history_barrier`` or a JOIN's replay needs no flush of its
   own: its result is released after every earlier row is committed.
+* **A new manager can be rebuilt from the workers.** Whenever a channel's
+  state changes (modes, topic, lists, a first local member) the bus pushes a
+  :class:`ChannelState` to the workers holding its members, and a member's
+  prefix modes to its own worker (:class:`MemberModes`), in the same job as
+  the change. When the manager dies, the supervisor starts a new one at the
+  same address; each worker calls :meth:`Bus.restore` with its clients and
+  channels (:mod:`server.state.rebuild`) before it publishes anything else.
+  Items whose completion the old manager never sent are failed by their
+  worker (never re-published: another worker may have shown them already).
+* **Storage that fails for good stops the server.** A commit that fails with
+  a full disk, a read-only or vanished file or an I/O error is not retried
+  forever: the manager logs why and exits with :data:`EXIT_STORAGE_ERROR`,
+  and the supervisor stops instead of starting a new one (nothing unstored was
+  shown to anyone). Other errors (a locked database) are retried.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -45,10 +61,12 @@ from typing import Any
 from server.bus.records import (
     Begin,
     ChannelDelivery,
+    ChannelImage,
     Delivered,
     Done,
     Effect,
     Event,
+    MemberModes,
     PrivateDelivery,
     Published,
     Reply,
@@ -57,11 +75,12 @@ from server.bus.records import (
     SaveChannel,
     SaveKlines,
     Send,
+    SessionImage,
     Stamp,
 )
 from server.protocol import RemoteProtocolError, numerics
-from server.state import klines
-from server.state.registry import Registry
+from server.state import klines, rebuild
+from server.state.registry import Channel, Registry
 from server.state.store import Store, dm_key
 
 log = logging.getLogger(__name__)
@@ -78,6 +97,12 @@ OPS = frozenset({
 
 HistoryRow = tuple[int, str, str, float, str, bytes, bytes]  # id, target, msgid, time, kind, tags, line
 MAX_QUEUED_JOBS = 256  # publishers wait (backpressure) while more jobs than this await their commit
+EXIT_STORAGE_ERROR = 4  # the manager's exit code when the data directory cannot be written
+# SQLite errors that no retry will cure
+FATAL_STORAGE = ("disk is full", "disk i/o error", "readonly", "read-only", "unable to open", "no such table",
+                 "not a database", "malformed")
+# registry operations that may change a channel's state (pushed as ChannelState)
+CHANNEL_OPS = frozenset({"join", "mode", "topic", "set_history"})
 
 
 class _Job:
@@ -140,9 +165,15 @@ class Committer(threading.Thread):
                 self.commits += 1
                 self.written += len(rows)
                 break
-            except Exception:
+            except Exception as exc:
                 # Nothing of these jobs may be shown before it is stored: retry
-                # (deliveries wait; the publishers feel it as backpressure).
+                # (deliveries wait; the publishers feel it as backpressure),
+                # unless no retry can help.
+                if is_fatal(exc):
+                    log.critical("store: cannot write to %s (%s): stopping; nothing unstored was shown",
+                                 self.bus.store.path, exc)
+                    logging.shutdown()
+                    os._exit(EXIT_STORAGE_ERROR)
                 log.exception("store: %d history rows not committed; retrying", len(rows))
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -220,6 +251,8 @@ class Bus:
         self.started = time.time()
         self.now = self.started
         self.handlers: dict[type, Callable[[int, Any], None]] = {Send: self._message, Request: self._request}
+        self.state_seq = 0  # ChannelState pushes (see the module docstring)
+        self.restored: dict[str, tuple[float, int]] = {}  # channel -> the state it was rebuilt from
 
     # -- wiring (lock held) --------------------------------------------------
     def _inbox(self, worker: int) -> list[Delivered]:
@@ -359,6 +392,16 @@ class Bus:
             self.space.notify_all()
             return n
 
+    def restore(self, worker: int, users: list[SessionImage], channels: list[ChannelImage]) -> int:
+        """A worker re-registers its clients and channels into this (new)
+        manager (server/state/rebuild.py); returns how many clients it added."""
+        with self.lock:
+            self.now = time.time()
+            n = rebuild.restore(self.registry, worker, users, channels, self.restored, self.now)
+            self._queue(self.job)
+            log.info("worker %d restored %d clients in %d channels", worker, n, len(channels))
+            return n
+
     def flush_history(self) -> int:
         """Wait until every queued job is stored (shutdown); returns rows written."""
         deadline = time.monotonic() + 10.0
@@ -403,6 +446,7 @@ class Bus:
         box = job.box(worker)
         mark = len(box)
         result: Result
+        before = self._members_before(op, item.args)
         try:
             if op == "history_barrier":
                 # Its result is released after every earlier row is committed.
@@ -421,6 +465,8 @@ class Bus:
             log.exception("bus: operation %s failed", op)
             result = Result(token, "err", (numerics.ERR_UNKNOWNERROR, (op.upper(),), "Internal error"))
         if result.status == "ok":
+            if op in CHANNEL_OPS:
+                self._push_state(worker, op, item.args, before)
             if op == "register":
                 self.registrations += 1
             elif op in ("kline", "unkline"):
@@ -430,6 +476,46 @@ class Bus:
             if len(box) > mark:  # events this request caused for its own worker
                 box.insert(mark, Begin(token))
             box.append(result)
+
+    def _members_before(self, op: str, args: tuple[Any, ...]) -> dict[int, str] | None:
+        """A channel's member modes before a MODE (to see whose changed)."""
+        if op != "mode" or len(args) < 2 or not isinstance(args[1], str):
+            return None
+        ch = self.registry.channels.get(self.registry.fold(args[1]))
+        return dict(ch.members) if ch is not None else None
+
+    def _push_state(self, worker: int, op: str, args: tuple[Any, ...], before: dict[int, str] | None) -> None:
+        """After a channel operation: the state its members' workers keep
+        (ChannelState, MemberModes) for a future rebuild."""
+        reg = self.registry
+        if len(args) < 2 or not isinstance(args[1], str):
+            return
+        ch = reg.channels.get(reg.fold(args[1]))
+        if ch is None:
+            return
+        job = self.job
+        if op == "join":
+            sid = args[0]
+            if sid not in ch.members:
+                return
+            if ch.workers[worker] == 1:  # this worker's first member: it had no state of this channel
+                job.box(worker).append(self._state(ch))
+            if ch.members[sid]:
+                job.box(worker).append(MemberModes(ch.key, sid, ch.members[sid]))
+            return
+        if op == "topic" and (len(args) < 3 or args[2] is None):
+            return  # a query
+        state = self._state(ch)
+        for w in ch.workers:
+            job.box(w).append(state)
+        if before is not None:
+            for sid, modes in ch.members.items():
+                if before.get(sid, "") != modes:
+                    job.box(reg.users[sid].worker).append(MemberModes(ch.key, sid, modes))
+
+    def _state(self, ch: Channel) -> Any:
+        self.state_seq += 1
+        return rebuild.state_of(ch, (self.started, self.state_seq))
 
     def _message(self, worker: int, item: Send) -> None:
         sid, target, kind, token = item.sid, item.target, item.kind, item.token
@@ -487,3 +573,17 @@ class Bus:
                 box.append(Reply(sid, exc.numeric, exc.params, exc.text, token))
             elif token:
                 box.append(Done(sid, token))
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether a storage error will not go away by itself (disk full, file gone)."""
+    seen: BaseException | None = exc
+    while seen is not None:  # a failed ROLLBACK hides the cause in __context__
+        if isinstance(seen, OSError):
+            return True
+        if isinstance(seen, sqlite3.DatabaseError) and not isinstance(seen, sqlite3.IntegrityError):
+            text = str(seen).lower()
+            if any(t in text for t in FATAL_STORAGE):
+                return True
+        seen = seen.__context__
+    return False

@@ -13,7 +13,7 @@ from multiprocessing.managers import BaseManager, BaseProxy
 from typing import Any, cast
 
 from server.bus.local.bus import Bus
-from server.bus.records import Delivered, Published
+from server.bus.records import ChannelImage, Delivered, Published, SessionImage
 
 _bus: Bus | None = None
 
@@ -35,7 +35,7 @@ def _call(proxy: BaseProxy, name: str, args: tuple[Any, ...] = ()) -> Any:
 
 
 class BusProxy(BaseProxy):
-    _exposed_ = ("publish", "fetch", "drop_worker", "stats", "query", "flush_history")
+    _exposed_ = ("publish", "fetch", "drop_worker", "stats", "query", "flush_history", "restore")
 
     def publish(self, worker: int, batch: list[Published]) -> int:
         return cast("int", _call(self, "publish", (worker, batch)))
@@ -45,6 +45,9 @@ class BusProxy(BaseProxy):
 
     def drop_worker(self, worker: int, reason: str = "Connection closed") -> int:
         return cast("int", _call(self, "drop_worker", (worker, reason)))
+
+    def restore(self, worker: int, users: list[SessionImage], channels: list[ChannelImage]) -> int:
+        return cast("int", _call(self, "restore", (worker, users, channels)))
 
     def stats(self) -> dict[str, Any]:
         return cast("dict[str, Any]", _call(self, "stats"))
@@ -67,6 +70,18 @@ def start_manager(settings: dict[str, Any], ctx: Any) -> ChatManager:
     manager = ChatManager(ctx=ctx)
     manager.start(initializer=_init_bus, initargs=(settings,))
     return manager
+
+
+def successor(address: str | bytes, n: int = 1) -> str:
+    """The address of the ``n``-th manager started after the one at ``address``.
+
+    Each manager gets its own address (``<base>-<generation>``): proxies keep
+    per-address, per-thread connections and reference counts, and a proxy of a
+    dead manager must never reach (and decref objects of) its successor."""
+    if isinstance(address, bytes):  # an abstract address, as getsockname() gives it
+        address = address.decode()
+    base, gen = address.rsplit("-", 1)
+    return f"{base}-{int(gen) + n}"
 
 
 def connect_bus(address: Any, authkey: bytes) -> BusProxy:
