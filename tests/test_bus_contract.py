@@ -22,6 +22,7 @@ import pytest
 from server.protocol import Message
 from tests.conftest import Server
 from tests.ircclient import IRCClient
+from tests.test_supervision import history
 
 EXEMPT = ("--set", "flood_exempt=127.0.0.0/8")
 CAPS_ALL = ("echo-message", "labeled-response", "batch", "message-tags", "server-time", "draft/chathistory")
@@ -335,19 +336,6 @@ def test_acknowledged_messages_survive_sigkill_of_the_manager(start_server: Call
     # what did history keep? (the live server, rebuilt; then a fresh one on the same data directory)
     server.stop()
     again = start_server(workers=2)
-    reader = again.client("reader", ("draft/chathistory", "batch", "message-tags", "server-time"))
-    reader.join("#log")  # history follows the channel's entry rules
-    stored: set[str] = set()
-    query = "CHATHISTORY LATEST #log * 100"
-    for _ in range(300):
-        reader.send(query)
-        start = reader.expect(lambda m: m.verb == "BATCH" and m.params[0].startswith("+"))
-        end = "-" + start.params[0][1:]
-        rows = [m for m in reader.collect(lambda m, end=end: m.verb == "BATCH" and m.params[0] == end)
-                if m.verb == "PRIVMSG"]
-        if not rows:
-            break
-        stored |= {r.tags["msgid"] for r in rows}
-        query = f"CHATHISTORY BEFORE #log msgid={rows[0].tags['msgid']} 100"
+    stored = history(again)
     missing = shown - stored
     assert not missing, f"{len(missing)} of {len(shown)} messages clients received are not in history"

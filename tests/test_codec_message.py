@@ -20,6 +20,7 @@ from server.protocol import (
     ProtocolError,
     RemoteProtocolError,
     build,
+    error_reply,
     escape_tag_value,
     format_tags,
     numerics,
@@ -329,43 +330,43 @@ def test_to_bytes_is_utf8() -> None:
 
 def test_numeric_reply() -> None:
     error = RemoteProtocolError(numerics.ERR_NOSUCHNICK, "bob", text="No such nick/channel")
-    reply = error.reply("irc.example", "alice")
+    reply = error_reply(error, "irc.example", "alice")
     assert reply == Message("401", ("alice", "bob", "No such nick/channel"), source="irc.example")
     assert reply.to_line() == ":irc.example 401 alice bob :No such nick/channel"
-    assert parse(":server 401 nick target :text") == RemoteProtocolError("401", "target", text="text").reply(
+    assert parse(":server 401 nick target :text") == error_reply(RemoteProtocolError("401", "target", text="text"),
         "server", "nick"
     )
 
 
 def test_numeric_reply_before_registration_uses_a_star() -> None:
-    reply = RemoteProtocolError(numerics.ERR_NOTREGISTERED, text="You have not registered").reply("srv", "")
+    reply = error_reply(RemoteProtocolError(numerics.ERR_NOTREGISTERED, text="You have not registered"), "srv", "")
     assert reply.to_line() == ":srv 451 * :You have not registered"
 
 
 def test_numeric_reply_with_empty_text() -> None:
-    assert RemoteProtocolError("401", "bob").reply("srv", "me").to_line() == ":srv 401 me bob :"
+    assert error_reply(RemoteProtocolError("401", "bob"), "srv", "me").to_line() == ":srv 401 me bob :"
 
 
 @pytest.mark.parametrize("kind", ["FAIL", "WARN", "NOTE"])
 def test_standard_reply_has_no_nick(kind: str) -> None:
     error = RemoteProtocolError(kind, "JOIN", "CHANNEL_FULL", "#c", text="Channel is full")
-    line = error.reply("srv", "alice").to_line()
+    line = error_reply(error, "srv", "alice").to_line()
     assert line == f":srv {kind} JOIN CHANNEL_FULL #c :Channel is full"
 
 
 def test_fail_constructor() -> None:
     error = RemoteProtocolError.fail("CHATHISTORY", "INVALID_PARAMS", "x", text="Bad")
     assert (error.numeric, error.params, error.text) == ("FAIL", ("CHATHISTORY", "INVALID_PARAMS", "x"), "Bad")
-    assert error.reply("srv", "alice").to_line() == ":srv FAIL CHATHISTORY INVALID_PARAMS x Bad"
+    assert error_reply(error, "srv", "alice").to_line() == ":srv FAIL CHATHISTORY INVALID_PARAMS x Bad"
     assert isinstance(error, ProtocolError)
     assert not isinstance(error, ValueError)
 
 
 def test_error_subclasses() -> None:
-    assert InputTooLong().reply("s", "n").to_line() == ":s 417 n :Input line was too long"
-    assert InvalidUtf8("NICK").reply("s", "n").params[:2] == ("NICK", "INVALID_UTF8")
-    assert InvalidUtf8("").reply("s", "n").params[0] == "*"
-    assert MalformedMessage("why", "PING").reply("s", "n").to_line() == ":s 400 n PING :Malformed message: why"
+    assert error_reply(InputTooLong(), "s", "n").to_line() == ":s 417 n :Input line was too long"
+    assert error_reply(InvalidUtf8("NICK"), "s", "n").params[:2] == ("NICK", "INVALID_UTF8")
+    assert error_reply(InvalidUtf8(""), "s", "n").params[0] == "*"
+    assert error_reply(MalformedMessage("why", "PING"), "s", "n").to_line() == ":s 400 n PING :Malformed message: why"
     for cls in (InputTooLong, InvalidUtf8, MalformedMessage):
         assert issubclass(cls, RemoteProtocolError)
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 import server.irc  # noqa: F401  (loads every handler into the table)
 from server.irc.commands import COMMANDS
 from server.ops.passwords import hash_password
-from server.protocol import RemoteProtocolError, as_middle, mask_match, parse_int
+from server.protocol import RemoteProtocolError, as_middle, error_reply, mask_match, parse_int
 from tests.conftest import Server
 from tests.ircclient import IRCClient
 
@@ -236,7 +236,7 @@ def test_error_replies_echo_trailing_parameters_validly() -> None:
     """A reply that echoes what a client sent as a trailing parameter (empty,
     with spaces, starting with ':') is still a valid line."""
     for bad in ("", "a b", ":x", " "):
-        line = RemoteProtocolError("401", bad, text="No such nick/channel").reply("srv", "me").to_line()
+        line = error_reply(RemoteProtocolError("401", bad, text="No such nick/channel"), "srv", "me").to_line()
         assert line.startswith(":srv 401 me ") and line.endswith(" :No such nick/channel")
         assert len(line.split(" ", 4)[3].split(" ")) == 1 and " :No such" in line
     assert as_middle("a b") == "a_b" and as_middle("") == "*" and as_middle("::x") == "x"

@@ -217,3 +217,12 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     if cfg.workers < 1:
         raise SystemExit("chatroom-server: --workers must be at least 1")
     return cfg
+
+
+def in_networks(ip: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """Whether the address ``ip`` (text) is in any of ``networks`` (False for a bad address)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in networks)

@@ -32,7 +32,7 @@ from collections import Counter
 from typing import Any
 
 from server.ops import config as config_mod
-from server.ops.config import Config
+from server.ops.config import Config, in_networks
 from server.ops.logs import setup_logging
 from server.process.lifeline import die_with_parent
 from server.protocol import Message
@@ -105,11 +105,7 @@ class Acceptor:
             del self.per_ip[ip]
 
     def is_exempt(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.exempt)
+        return in_networks(ip, self.exempt)
 
     def serve(self) -> None:
         while self.running:

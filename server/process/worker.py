@@ -30,7 +30,6 @@ delivering it.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import queue
@@ -79,7 +78,7 @@ from server.irc.messaging import some_tags
 from server.ops import cloak as cloak_mod
 from server.ops import config as config_mod
 from server.ops import tls as tls_mod
-from server.ops.config import Config
+from server.ops.config import Config, in_networks
 from server.ops.logs import setup_logging
 from server.ops.metrics import MESSAGE_KINDS, WorkerStats, exchange
 from server.process.lifeline import die_with_parent, orphaned
@@ -160,16 +159,12 @@ class Worker:
     # -- helpers for sessions -------------------------------------------------
     def cloak(self, ip: str) -> str:
         """The host other users see for ``ip`` (server/cloak.py)."""
-        if not self.config.cloak or _in_networks(ip, self._cloak_exempt):
+        if not self.config.cloak or in_networks(ip, self._cloak_exempt):
             return ip
         return cloak_mod.cloak(ip, self.cloak_key)
 
     def is_flood_exempt(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(addr in net for net in self._flood_exempt)
+        return in_networks(ip, self._flood_exempt)
 
     def publish(self, item: Published) -> None:
         self.outq.put(item)
@@ -903,14 +898,6 @@ class Worker:
             time.sleep(0.01)
         self.running = False
         log.info("worker %d stopped", self.index)
-
-
-def _in_networks(ip: str, networks: list[Any]) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(addr in net for net in networks)
 
 
 def run_worker(index: int, config: Config, argv: list[str], bus_address: Any, authkey: bytes,
