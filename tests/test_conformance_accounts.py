@@ -216,6 +216,41 @@ def test_account_tag_without_message_tags(start_server: Callable[..., Server]) -
     assert only.expect(lambda m: m.verb == "PRIVMSG" and m.params[1] == "hi").tags == {}
 
 
+def test_account_tag_on_membership_and_user_events(start_server: Callable[..., Server]) -> None:
+    """The account-tag spec: every message a logged-in user causes carries their account, for
+    clients that asked for the cap: PART, TOPIC, MODE, KICK, NICK, AWAY, SETNAME, QUIT too."""
+    srv = start_server(workers=WORKERS)
+    alice = srv.client("alice", ("setname",))
+    alice.send("REGISTER * * longenough1")
+    alice.expect("900")
+    watcher = srv.client("watcher", ("account-tag", "away-notify", "setname"))
+    plain = srv.client("plain", ("away-notify",))
+    victim = srv.client("victim")
+    assert len({srv.worker_of(n) for n in ("alice", "watcher", "plain")}) > 1
+    for c in (alice, watcher, plain, victim):
+        c.join("#ev")
+    for c in (watcher, plain):
+        c.sync()
+        c.drain()
+    for line in ("TOPIC #ev :news", "MODE #ev +m", "KICK #ev victim :out", "AWAY :later", "SETNAME :Alice A",
+                 "NICK alice2", "PART #ev :bye"):
+        alice.send(line)
+    alice.sync()
+    verbs = ["TOPIC", "MODE", "KICK", "AWAY", "SETNAME", "NICK", "PART"]
+    got = [watcher.expect(lambda m, v=v: m.verb == v and (m.source or "").startswith("alice")) for v in verbs]
+    assert [m.tags.get("account") for m in got] == ["alice"] * len(verbs), [m.to_line() for m in got]
+    plain_got = [plain.expect(lambda m, v=v: m.verb == v and (m.source or "").startswith("alice"))
+                 for v in ("TOPIC", "MODE", "KICK", "AWAY", "NICK", "PART")]
+    assert all(m.tags == {} for m in plain_got)  # no cap: no tags
+    watcher.send("JOIN #ev2")
+    watcher.expect("366")
+    alice.send("JOIN #ev2")
+    alice.expect("366")
+    alice.send("QUIT :gone")
+    quit_ = watcher.expect("QUIT")
+    assert quit_.tags.get("account") == "alice"
+
+
 def test_register_before_connect_refused_to_a_banned_address(start_server: Callable[..., Server],
                                                              tmp_path: Path) -> None:
     conf = tmp_path / "ops.toml"

@@ -153,6 +153,7 @@ class Parted(NamedTuple):
     sid: int
     prefix: str
     reason: str
+    account: str | None = None  # the actor's, for account-tag
 
 
 class Quit(NamedTuple):
@@ -160,6 +161,7 @@ class Quit(NamedTuple):
     prefix: str
     reason: str
     keys: tuple[str, ...]  # the channels the user was in
+    account: str | None = None  # the actor's, for account-tag
 
 
 class NickChanged(NamedTuple):
@@ -167,6 +169,7 @@ class NickChanged(NamedTuple):
     old_prefix: str
     nick: str
     keys: tuple[str, ...]
+    account: str | None = None  # the actor's, for account-tag
 
 
 class TopicChanged(NamedTuple):
@@ -174,6 +177,7 @@ class TopicChanged(NamedTuple):
     name: str
     prefix: str
     topic: str
+    account: str | None = None  # the actor's, for account-tag
 
 
 class ModeChanged(NamedTuple):
@@ -182,6 +186,7 @@ class ModeChanged(NamedTuple):
     prefix: str
     modestr: str
     args: tuple[str, ...]
+    account: str | None = None  # the actor's, for account-tag
 
 
 class Kicked(NamedTuple):
@@ -191,6 +196,7 @@ class Kicked(NamedTuple):
     target: int
     target_nick: str
     reason: str
+    account: str | None = None  # the actor's, for account-tag
 
 
 class Invited(NamedTuple):
@@ -220,6 +226,7 @@ class AwayChanged(NamedTuple):
     prefix: str
     away: str | None
     keys: tuple[str, ...]
+    account: str | None = None  # the actor's, for account-tag
 
 
 class RealnameChanged(NamedTuple):
@@ -227,6 +234,7 @@ class RealnameChanged(NamedTuple):
     prefix: str
     realname: str
     keys: tuple[str, ...]
+    account: str | None = None  # the actor's, for account-tag
 
 
 class AccountChanged(NamedTuple):

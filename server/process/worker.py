@@ -584,31 +584,37 @@ class Worker:
                 n += 1
         return n
 
+    @staticmethod
+    def _with_account(line: bytes, account: str | None) -> bytes:
+        """``line`` as account-tag clients get it: with the actor's account, if any."""
+        return f"@account={escape_tag_value(account)} ".encode() + line if account else line
+
     def on_parted(self, e: Parted, put: Put) -> int:
         members = self.channels.get(e.key)
         n = 0
         if members:
             line = Message("PART", (e.name, e.reason) if e.reason else (e.name,), e.prefix).to_bytes()
-            for m in members.values():
-                put(m, line)
-                n += 1
+            n = self._to_channel(e.key, line, put, e.account)
             self._leave(e.key, e.sid)
         return n
 
     def _to_channels(self, keys: tuple[str, ...], line: bytes, put: Put, seen: set[int],
-                     cap: str | None = None) -> int:
-        """``line`` once to every local member of ``keys`` not in ``seen`` (with ``cap``)."""
+                     cap: str | None = None, account: str | None = None) -> int:
+        """``line`` once to every local member of ``keys`` not in ``seen`` (with ``cap``);
+        account-tag clients get it with ``account``."""
+        tagged = self._with_account(line, account)
         n = 0
         for key in keys:
             for msid, m in self.channels.get(key, {}).items():
                 if msid not in seen and (cap is None or cap in m.caps):
                     seen.add(msid)
-                    put(m, line)
+                    put(m, tagged if "account-tag" in m.caps else line)
                     n += 1
         return n
 
     def on_quit(self, e: Quit, put: Put) -> int:
-        n = self._to_channels(e.keys, Message("QUIT", (e.reason,), e.prefix).to_bytes(), put, {e.sid})
+        line = Message("QUIT", (e.reason,), e.prefix).to_bytes()
+        n = self._to_channels(e.keys, line, put, {e.sid}, account=e.account)
         for key in e.keys:
             self._leave(key, e.sid)
         return n
@@ -619,24 +625,27 @@ class Worker:
         me = self.sessions.get(e.sid)
         if me is not None:
             seen.add(e.sid)
-            put(me, line)
+            put(me, self._with_account(line, e.account) if "account-tag" in me.caps else line)
             me.nick = e.nick  # also a rename the registry decided (a nick conflict at a rebuild)
-        return self._to_channels(e.keys, line, put, seen)
+        return self._to_channels(e.keys, line, put, seen, account=e.account)
 
-    def _to_channel(self, key: str, line: bytes, put: Put) -> int:
+    def _to_channel(self, key: str, line: bytes, put: Put, account: str | None = None) -> int:
         members = self.channels.get(key, {})
+        tagged = self._with_account(line, account)
         for m in members.values():
-            put(m, line)
+            put(m, tagged if "account-tag" in m.caps else line)
         return len(members)
 
     def on_topic(self, e: TopicChanged, put: Put) -> int:
-        return self._to_channel(e.key, Message("TOPIC", (e.name, e.topic), e.prefix).to_bytes(), put)
+        return self._to_channel(e.key, Message("TOPIC", (e.name, e.topic), e.prefix).to_bytes(), put, e.account)
 
     def on_mode(self, e: ModeChanged, put: Put) -> int:
-        return self._to_channel(e.key, Message("MODE", (e.name, e.modestr, *e.args), e.prefix).to_bytes(), put)
+        return self._to_channel(e.key, Message("MODE", (e.name, e.modestr, *e.args), e.prefix).to_bytes(), put,
+                                e.account)
 
     def on_kicked(self, e: Kicked, put: Put) -> int:
-        n = self._to_channel(e.key, Message("KICK", (e.name, e.target_nick, e.reason), e.prefix).to_bytes(), put)
+        line = Message("KICK", (e.name, e.target_nick, e.reason), e.prefix).to_bytes()
+        n = self._to_channel(e.key, line, put, e.account)
         self._leave(e.key, e.target)
         return n
 
@@ -660,7 +669,7 @@ class Worker:
 
     def on_away(self, e: AwayChanged, put: Put) -> int:
         line = Message("AWAY", (e.away,) if e.away else (), e.prefix).to_bytes()
-        return self._to_channels(e.keys, line, put, {e.sid}, "away-notify")
+        return self._to_channels(e.keys, line, put, {e.sid}, "away-notify", e.account)
 
     def on_realname(self, e: RealnameChanged, put: Put) -> int:
         line = Message("SETNAME", (e.realname,), e.prefix).to_bytes()
@@ -668,8 +677,8 @@ class Worker:
         me = self.sessions.get(e.sid)
         if me is not None and "setname" in me.caps:
             seen.add(e.sid)
-            put(me, line)
-        return self._to_channels(e.keys, line, put, seen, "setname")
+            put(me, self._with_account(line, e.account) if "account-tag" in me.caps else line)
+        return self._to_channels(e.keys, line, put, seen, "setname", e.account)
 
     def on_account(self, e: AccountChanged, put: Put) -> int:
         line = Message("ACCOUNT", (e.account,), e.prefix).to_bytes()

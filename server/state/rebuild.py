@@ -82,7 +82,7 @@ def restore(reg: Registry, worker: int, users: list[SessionImage], channels: lis
             ch.workers[worker] += 1
             reg.users[sid].channels.add(ci.key)
     for u, old_prefix in renames:
-        reg.emit(reg._audience(u), NickChanged(u.sid, old_prefix, u.nick, tuple(u.channels)))
+        reg.emit(reg._audience(u), NickChanged(u.sid, old_prefix, u.nick, tuple(u.channels), u.account))
     return added
 
 

@@ -166,7 +166,7 @@ class Registry:
         u.nick, u.fold = nick, fold
         if u.registered and old_nick != nick:
             self._remember(u, old_nick)
-            self.emit(self._audience(u), NickChanged(sid, old_prefix, nick, tuple(u.channels)))
+            self.emit(self._audience(u), NickChanged(sid, old_prefix, nick, tuple(u.channels), u.account))
         return old_prefix, nick, self.protected(u)
 
     def _check_nick_bans(self, u: User, nick: str) -> None:
@@ -252,12 +252,12 @@ class Registry:
     def set_away(self, sid: int, message: str | None) -> None:
         u = self.users[sid]
         u.away = message or None
-        self.emit(self._audience(u), AwayChanged(sid, u.prefix, u.away, tuple(u.channels)))
+        self.emit(self._audience(u), AwayChanged(sid, u.prefix, u.away, tuple(u.channels), u.account))
 
     def set_realname(self, sid: int, realname: str) -> None:
         u = self.users[sid]
         u.realname = realname
-        self.emit(self._audience(u), RealnameChanged(sid, u.prefix, realname, tuple(u.channels)))
+        self.emit(self._audience(u), RealnameChanged(sid, u.prefix, realname, tuple(u.channels), u.account))
 
     def disconnect(self, sid: int, reason: str) -> None:
         """Forget a user; everyone sharing a channel sees the QUIT."""
@@ -276,7 +276,7 @@ class Registry:
         chans = tuple(u.channels)
         for key in chans:
             self._remove_member(self.channels[key], u)
-        self.emit(audience, Quit(sid, u.prefix, reason, chans))
+        self.emit(audience, Quit(sid, u.prefix, reason, chans, u.account))
 
     def drop_worker(self, worker: int, reason: str) -> int:
         """A worker died: forget all of its users at once."""
@@ -609,7 +609,7 @@ class Registry:
                 modestr += letter
                 if arg is not None:
                     args.append(arg)
-            self.emit(ch.workers, ModeChanged(ch.key, ch.name, u.prefix, modestr, tuple(args)))
+            self.emit(ch.workers, ModeChanged(ch.key, ch.name, u.prefix, modestr, tuple(args), u.account))
             self._save(ch)
         return errors
 
@@ -625,7 +625,7 @@ class Registry:
         target = self.find(nick)
         if target is None or target.sid not in ch.members:
             raise fail(numerics.ERR_USERNOTINCHANNEL, nick, ch.name, text="They aren't on that channel")
-        self.emit(ch.workers, Kicked(ch.key, ch.name, u.prefix, target.sid, target.nick, reason))
+        self.emit(ch.workers, Kicked(ch.key, ch.name, u.prefix, target.sid, target.nick, reason, u.account))
         self._remove_member(ch, target)
 
     def invite(self, sid: int, nick: str, name: str) -> str:
@@ -772,7 +772,7 @@ class Registry:
     def part(self, sid: int, name: str, reason: str) -> None:
         u = self.users[sid]
         ch = self._member_channel(u, name)
-        self.emit(ch.workers, Parted(ch.key, ch.name, sid, u.prefix, reason))
+        self.emit(ch.workers, Parted(ch.key, ch.name, sid, u.prefix, reason, u.account))
         self._remove_member(ch, u)
 
     def part_all(self, sid: int) -> None:
@@ -812,7 +812,7 @@ class Registry:
         if "t" in ch.modes and "o" not in ch.members[sid]:
             raise fail(numerics.ERR_CHANOPRIVSNEEDED, ch.name, text="You're not channel operator")
         ch.topic, ch.topic_by, ch.topic_at = text, u.prefix, now
-        self.emit(ch.workers, TopicChanged(ch.key, ch.name, u.prefix, text))
+        self.emit(ch.workers, TopicChanged(ch.key, ch.name, u.prefix, text, u.account))
         self._save(ch)
         return None
 
