@@ -57,18 +57,9 @@ def run(s: Client, msg: Message) -> None:
             raise RemoteProtocolError(N.ERR_NEEDMOREPARAMS, verb, text="Not enough parameters")
         cmd.handler(s, msg)
     except RemoteProtocolError as exc:
-        answer(s, exc)
+        s.error(exc)  # error_reply makes echoed parameters valid, whatever the client sent
     except LocalProtocolError:
         # A reply we could not put on the wire (our bug, or input the codec let
         # through): answer, never drop the client for it.
         log.exception("%s: reply to %s could not be formatted", s.ip, verb)
         s.error(RemoteProtocolError(N.ERR_UNKNOWNERROR, verb, text="Could not process that command"))
-
-
-def answer(s: Client, exc: RemoteProtocolError) -> None:
-    """The error reply; when a parameter echoed from the client cannot be put on
-    the wire (a space in a middle parameter), the reply without the echo."""
-    try:
-        s.error(exc)
-    except LocalProtocolError:
-        s.error(RemoteProtocolError(exc.numeric, *exc.params[:2 if exc.numeric == "FAIL" else 0], text=exc.text))
