@@ -247,6 +247,42 @@ def test_trusted_proxy_header_gives_the_real_address(start_server: Start, client
     assert "127.0.0.1" in spoof.expect(r" 338 ").split()
 
 
+def test_a_trusted_proxy_is_not_held_to_max_per_ip(start_server: Start, clients: list[WSClient]) -> None:
+    # Loopback is no longer exempt: the per-IP limit applies to TCP clients from
+    # 127.0.0.1, but not to the trusted proxy's WebSocket connections.
+    srv = start_server(*WS, "--set", "websocket_proxies=127.0.0.1/32", "--set", "per_ip_exempt=",
+                       "--set", "max_per_ip=2", "--set", "conn_burst=50")
+    first, second = srv.client("tcp1"), srv.client("tcp2")
+    assert first.nick and second.nick
+    for i in range(4):  # the proxy's connections count, but are not refused
+        web = WSClient(srv, additional_headers={"X-Forwarded-For": f"203.0.113.{10 + i}"})
+        clients.append(web)
+        web.register(f"web{i}")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as third:
+        data = b""
+        while b"\n" not in data:
+            chunk = third.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        assert b"Too many connections from your IP address (2)" in data
+
+
+@pytest.mark.parametrize(("trusted", "proto", "secure"),
+                         [(True, "https", True), (True, "http", False), (False, "https", False)])
+def test_forwarded_proto_marks_the_connection_secure(start_server: Start, clients: list[WSClient],
+                                                     trusted: bool, proto: str, secure: bool) -> None:
+    srv = start_server(*WS, *(("--set", "websocket_proxies=127.0.0.1/32") if trusted else ()))
+    web = WSClient(srv, additional_headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": proto})
+    clients.append(web)
+    web.register("webby")
+    web.send("WHOIS webby")
+    whois = []
+    while " 318 " not in (line := web.line()):
+        whois.append(line)
+    assert any(" 671 " in line for line in whois) is secure, whois
+
+
 def test_kline_on_the_forwarded_address(start_server: Start, tmp_path: Path, clients: list[WSClient]) -> None:
     conf = tmp_path / "ops.toml"
     conf.write_text(f'[[oper]]\nname = "root"\npassword = "{hash_password("hunter2")}"\n')

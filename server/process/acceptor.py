@@ -12,7 +12,8 @@ the connection it has and stops accepting until a worker catches up: the
 kernel's listen backlog absorbs the burst, and nobody is refused for it.
 Over the per-IP or total limit, or connecting faster than the per-IP rate (a
 token bucket per address, per /64 for IPv6), the client gets an ``ERROR`` line
-and is closed; addresses in ``per_ip_exempt`` skip the per-IP checks.
+and is closed; addresses in ``per_ip_exempt`` skip the per-IP checks, and so do
+trusted WebSocket proxies (``websocket_proxies``) on the WebSocket listener.
 The supervisor sends replacement socketpair ends for respawned workers over a
 control socket (``b"W<index>"`` with the fd).
 """
@@ -58,6 +59,7 @@ class Acceptor:
         self.total = 0
         self.control = control
         self.exempt = config.networks("per_ip_exempt")
+        self.proxies = config.networks("websocket_proxies")
         # Workers share our open-file limit; keep room for their own files
         # (manager connections, database, selectors, pipes).
         self.per_worker = max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_RESERVE)
@@ -216,7 +218,9 @@ class Acceptor:
             log.info("refused %s:%d: server full (%d connections)", ip, port, self.total)
             self.refuse(conn, "Server is full")
             return True
-        exempt = self.is_exempt(ip)
+        # A trusted WebSocket proxy carries many users; whose they are shows
+        # only in its headers, so its own per-IP limits stand in for ours.
+        exempt = self.is_exempt(ip) or (ws and in_networks(ip, self.proxies))
         if cfg.max_per_ip and self.per_ip[ip] >= cfg.max_per_ip and not exempt:
             self.counters[2] += 1
             log.info("refused %s:%d: too many connections from this address", ip, port)
@@ -348,6 +352,7 @@ def run_acceptor(config: Config, listeners: list[socket.socket], workers: dict[i
             return
         acceptor.config = new
         acceptor.exempt = new.networks("per_ip_exempt")
+        acceptor.proxies = new.networks("websocket_proxies")
         log.info("acceptor: configuration reloaded")
 
     signal.signal(signal.SIGTERM, stop)

@@ -447,6 +447,8 @@ class Session:
             self.ip = ws.client_ip
             self.host = self.worker.cloak(self.ip)
             self.flood_exempt = self.worker.is_flood_exempt(self.ip)
+        if ws.secure:
+            self.tls = True  # a secure connection (TLS ended at the trusted proxy): WHOIS 671, SASL PLAIN
         return items
 
     def decode(self, data: bytes) -> list[Message | RemoteProtocolError]:
@@ -469,7 +471,7 @@ class Session:
     def receive(self) -> bytes:
         """The next input from the client (plaintext); ``b""`` at the end.
         Raises OSError (or ConnectionGone for a broken TLS stream)."""
-        if not self.tls:
+        if self.out.tls is None:
             return self._recv()
         data: bytes | None = None  # first, records that came in with the handshake
         while True:
@@ -516,7 +518,7 @@ def handle_client(session: Session) -> None:
         if ws is None:  # a WebSocket client is announced once its real address is known
             worker.publish(Request(session.sid, 0, "connect",
                                    (session.sid, worker.index, session.ip, session.host, session.tls)))
-        if session.tls:
+        if session.out.tls is not None:
             session.tls_handshake()
         if ws is not None:
             items = session.websocket_handshake()  # and what came with it

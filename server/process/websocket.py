@@ -27,7 +27,9 @@ What the spec and RFC 6455 ask, and how it is kept here:
 * the ``Origin`` header is checked against an allow-list (``*`` wildcards),
   refused with HTTP 403;
 * behind a trusted reverse proxy the client's address comes from a header
-  (``X-Forwarded-For`` by default), so bans, cloaks and logs see the real one.
+  (``X-Forwarded-For`` by default), so bans, cloaks and logs see the real one,
+  and ``X-Forwarded-Proto: https`` marks the connection secure (the proxy
+  terminated TLS).
 """
 
 from __future__ import annotations
@@ -104,6 +106,16 @@ def client_address(peer: str, headers: Any, trusted: Sequence[Network], header: 
     return peer
 
 
+def forwarded_tls(peer: str, headers: Any, trusted: Sequence[Network]) -> bool:
+    """True if ``peer`` is a trusted proxy whose ``X-Forwarded-Proto`` (the
+    last value: the one the proxy itself set) says the client came over TLS
+    (``https`` or ``wss``)."""
+    if not trusted or not _in(peer, trusted):
+        return False
+    values = [h.strip().lower() for v in headers.get_all("X-Forwarded-Proto") for h in v.split(",") if h.strip()]
+    return bool(values) and values[-1] in {"https", "wss"}
+
+
 def _in(ip: str, nets: Sequence[Network]) -> bool:
     try:
         addr = ipaddress.ip_address(ip)
@@ -128,7 +140,8 @@ class WebSocketState:
     address. :attr:`done` is set once the connection must end, with
     :attr:`reason`."""
 
-    __slots__ = ("binary", "client_ip", "done", "header", "parts", "peer", "proto", "reason", "text", "trusted")
+    __slots__ = ("binary", "client_ip", "done", "header", "parts", "peer", "proto", "reason", "secure", "text",
+                 "trusted")
 
     def __init__(self, peer: str, origins: Sequence[str] = (), trusted: Sequence[Network] = (),
                  header: str = "X-Forwarded-For") -> None:
@@ -137,6 +150,7 @@ class WebSocketState:
                                     logger=_protocol_log)
         self.peer = peer
         self.client_ip = peer
+        self.secure = False  # a trusted proxy said the client reached it over TLS
         self.trusted = list(trusted)
         self.header = header
         self.binary = False
@@ -183,6 +197,7 @@ class WebSocketState:
         response = proto.accept(request)
         if response.status_code == 101:
             self.client_ip = client_address(self.peer, request.headers, self.trusted, self.header)
+            self.secure = forwarded_tls(self.peer, request.headers, self.trusted)
             self.binary = proto.subprotocol == BINARY_PROTOCOL
         else:
             exc = proto.handshake_exc
