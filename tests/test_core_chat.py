@@ -164,3 +164,14 @@ def test_names_topic_and_whois(server: Server) -> None:
     carol = server.client("carol")
     burst = carol.join("#t")
     assert [m.params[2] for m in burst if m.verb == "332"] == ["Welcome all"]
+
+
+def test_a_private_message_names_the_target_by_its_nick(server: Server) -> None:
+    alice = server.client("alice", caps=("echo-message",))
+    bob = server.client("BoB")
+    alice.send("PRIVMSG bob :in any case")  # typed in another case, from another worker
+    assert alice.expect("PRIVMSG").params == ("BoB", "in any case")
+    assert bob.expect("PRIVMSG").params == ("BoB", "in any case")
+    alice.send("NOTICE BOB :again")
+    assert alice.expect("NOTICE").params == ("BoB", "again")
+    assert bob.expect("NOTICE").params == ("BoB", "again")

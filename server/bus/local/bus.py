@@ -559,6 +559,7 @@ class Bus:
                     raise RemoteProtocolError(numerics.ERR_NOSUCHNICK, target, text="No such nick/channel")
                 if user.away is not None and kind == "P":
                     job.box(worker).append(Reply(sid, numerics.RPL_AWAY, (user.nick,), user.away))
+                item = _addressed(item, user.nick)
                 delivery = PrivateDelivery(user.sid, sid, kind, item.tags_full, item.tags_time, item.body, token)
                 job.box(user.worker).append(delivery)
                 if user.worker != worker:
@@ -573,6 +574,17 @@ class Bus:
                 box.append(Reply(sid, exc.numeric, exc.params, exc.text, token))
             elif token:
                 box.append(Done(sid, token))
+
+
+def _addressed(item: Send, nick: str) -> Send:
+    """``item`` naming its target by the nick as it is now (``PRIVMSG BOB`` to
+    ``bob`` reaches bob, echo and history as ``PRIVMSG bob``)."""
+    parts = item.body.split(b" ", 3)
+    wanted = nick.encode()
+    if len(parts) < 4 or parts[2] == wanted:
+        return item
+    parts[2] = wanted
+    return item._replace(body=b" ".join(parts))
 
 
 def is_fatal(exc: BaseException) -> bool:
