@@ -6,6 +6,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from server.state import extban
+
 if TYPE_CHECKING:
     from server.irc.client import Client
 
@@ -34,6 +36,7 @@ def isupport(s: Client) -> list[str]:
         "SAFELIST", f"STATUSMSG={STATUSMSG}", f"CHATHISTORY={c.chathistory_max}", "MSGREFTYPES=msgid,timestamp",
         f"TARGMAX=PRIVMSG:{c.max_targets},NOTICE:{c.max_targets},TAGMSG:{c.max_targets},JOIN:,PART:,KICK:1,WHOIS:1",
         f"TOPICLEN={c.topic_len}", f"USERLEN={c.user_len}", "UTF8ONLY", "WHOX",
+        f"MONITOR={c.monitor_max}", extban.ISUPPORT,
     ]
 
 
