@@ -38,7 +38,7 @@ def test_isupport_and_caps_advertised(start_server: Callable[..., Server]) -> No
 
 def test_monitor_online_offline_across_workers(start_server: Callable[..., Server]) -> None:
     server = start_server(*EXEMPT, workers=4)
-    watcher, w2, w3 = spread(server, [("watcher", ()), ("w2", ()), ("w3", ())])
+    watcher, _, _ = spread(server, [("watcher", ()), ("w2", ()), ("w3", ())])
     watcher.send("MONITOR + alice,Bob")
     offline = watcher.expect("731")
     assert sorted(offline.params[-1].split(",")) == ["Bob", "alice"]
