@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from server.irc.commands import command
 from server.irc.history import parse_timestamp
 from server.irc.messaging import server_time
-from server.protocol import Message, RemoteProtocolError
+from server.protocol import Message, RemoteProtocolError, is_valid_channel, is_valid_nick
 
 if TYPE_CHECKING:
     from server.irc.client import Client
@@ -35,6 +35,8 @@ def markread(s: Client, msg: Message) -> None:
     if not msg.params or not msg.params[0]:
         raise fail("NEED_MORE_PARAMS", text="Missing parameters")
     target = msg.params[0]
+    if not (is_valid_channel(target, "#", s.config.channel_len) or is_valid_nick(target, s.config.nick_len)):
+        raise fail("INVALID_PARAMS", target, text="Invalid target")
     timestamp: str | None = None
     if len(msg.params) > 1:
         kind, _, value = msg.params[1].partition("=")
