@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from server.state.registry import Registry
 from tests.conftest import Server
 from tests.ircclient import IRCClient
 
@@ -185,3 +186,48 @@ def test_extban_account_and_mute(start_server: Callable[..., Server]) -> None:
     op.send("MODE #x +I a:accname")
     op.expect("MODE")
     acc.join("#x")
+
+
+def test_extban_mute_by_account_across_workers(start_server: Callable[..., Server]) -> None:
+    server = start_server(*EXEMPT, workers=4)
+    op, acc = spread(server, [("op", ()), ("acc", ())])
+    register_account(acc, "quiet", "correct horse")
+    op.join("#q")
+    op.send("MODE #q +b m:a:quiet")
+    op.expect(lambda m: m.verb == "MODE" and m.params[1:] == ("+b", "m:a:quiet"))
+    acc.join("#q")  # a mute does not keep out
+    acc.send("PRIVMSG #q :hello?")
+    assert acc.expect("404").params[1] == "#q"
+    op.send("MODE #q -b m:a:quiet")
+    op.expect("MODE")
+    acc.send("PRIVMSG #q :hello!")
+    assert op.expect("PRIVMSG").params == ("#q", "hello!")
+
+
+def test_extbans_and_the_real_address_rule() -> None:
+    """A channel operator's m: on a real address mutes nobody (it would tell
+    who has the address); a server operator's does; a: entries match accounts."""
+    reg = Registry(lambda workers, item: None)
+    reg.connect(1, 0, "192.0.2.5", "abc.def.ip")
+    reg.connect(2, 0, "198.51.100.1", "zzz.yyy.ip")
+    reg.connect(3, 0, "203.0.113.9", "ooo.ppp.ip")
+    for sid, nick in ((1, "target"), (2, "chanop"), (3, "oper")):
+        reg.claim_nick(sid, nick)
+        reg.register(sid, "~u", "real", 0.0)
+    reg.users[3].modes.add("o")
+    reg.join(2, "#x", None, 0.0)
+    ch = reg.channels["#x"]
+    target = reg.users[1]
+    reg.mode(2, "#x", [(True, "b", "m:*!*@192.0.2.5")], 0.0)
+    assert not reg.is_muted(ch, target) and not reg.is_banned(ch, target)
+    reg.mode(2, "#x", [(True, "b", "m:*!*@abc.def.ip")], 0.0)
+    assert reg.is_muted(ch, target) and not reg.is_banned(ch, target)
+    reg.mode(2, "#x", [(False, "b", "m:*!*@abc.def.ip"), (False, "b", "m:*!*@192.0.2.5")], 0.0)
+    assert not reg.is_muted(ch, target)
+    reg.mode(3, "#x", [(True, "b", "m:*!*@192.0.2.*")], 0.0)
+    assert reg.is_muted(ch, target)
+    reg.mode(3, "#x", [(False, "b", "m:*!*@192.0.2.*")], 0.0)
+    reg.mode(2, "#x", [(True, "b", "a:Acc*")], 0.0)
+    assert not reg.is_banned(ch, target)
+    reg.login(1, "account1")
+    assert reg.is_banned(ch, target)

@@ -19,7 +19,7 @@ CREATED = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 CAPS = ("account-notify", "account-tag", "away-notify", "batch", "cap-notify", "draft/account-registration",
         "draft/chathistory", "echo-message", "extended-join", "invite-notify", "labeled-response", "message-tags",
         "multi-prefix", "sasl", "server-time", "setname", "standard-replies", "userhost-in-names",
-        "extended-monitor", "draft/read-marker")
+        "extended-monitor", "draft/read-marker", "draft/message-redaction")
 CAP_VALUES = {"sasl": "PLAIN"}  # draft/account-registration: from the settings (accounts.registration_keys)
 USER_MODES = "Biow"  # B: a bot (IRCv3 bot-mode)
 STATUSMSG = "@+"  # PRIVMSG @#chan reaches the ops, +#chan the voiced and ops

@@ -57,6 +57,6 @@ def redact(s: Client, msg: Message) -> None:
     if row is None:
         raise fail("UNKNOWN_MSGID", target, msgid, text="This message does not exist or is too old")
     when, tags, line = row
-    window = int(s.config.redact_window)
-    expired = bool(window) and time.time() - when > window
-    s.request("redact", s.sid, target, key, msgid, reason, sent_by(s, tags, line), expired, window)
+    window = s.config.redact_window
+    expired = window > 0 and time.time() - when > window
+    s.request("redact", s.sid, target, key, msgid, reason, sent_by(s, tags, line), expired, f"{window:g}")

@@ -106,8 +106,6 @@ class Config:
     # -- modern clients (IRCv3)
     monitor_max: int = 100  # nicks one client may MONITOR (MONITOR= in 005)
     redact_window: float = 900.0  # seconds a sender may REDACT its own message (0: any time)
-    multiline_max_bytes: int = 4096  # draft/multiline max-bytes
-    multiline_max_lines: int = 32  # draft/multiline max-lines
     # -- internals
     thread_stack_kib: int = 256
     thread_keep: float = 10.0  # seconds a client thread whose client left waits to serve the next

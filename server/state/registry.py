@@ -1009,7 +1009,7 @@ class Registry:
 
     # -- draft/message-redaction ------------------------------------------------------
     def redact(self, sid: int, target: str, key: str, msgid: str, reason: str, by_sender: bool,
-               expired: bool, window: int) -> None:
+               expired: bool, window: str) -> None:
         """Redact the message ``msgid`` of history ``key`` sent to ``target``.
 
         Allowed for its sender (``by_sender``, found by the caller in the stored
@@ -1034,11 +1034,11 @@ class Registry:
         self.emit({self.users[s].worker for s in sids}, Redacted("", sids, u.prefix, target, msgid, reason))
 
     @staticmethod
-    def _may_redact(target: str, msgid: str, by_sender: bool, expired: bool, window: int, moderator: bool) -> None:
+    def _may_redact(target: str, msgid: str, by_sender: bool, expired: bool, window: str, moderator: bool) -> None:
         if moderator or (by_sender and not expired):
             return
         if by_sender:
-            raise RemoteProtocolError.fail("REDACT", "REDACT_WINDOW_EXPIRED", target, msgid, str(window),
+            raise RemoteProtocolError.fail("REDACT", "REDACT_WINDOW_EXPIRED", target, msgid, window,
                                            text="You can no longer edit this message")
         raise RemoteProtocolError.fail("REDACT", "REDACT_FORBIDDEN", target, msgid,
                                        text="You are not authorised to delete this message")
