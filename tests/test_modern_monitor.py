@@ -34,7 +34,7 @@ def test_isupport_and_caps_advertised(start_server: Callable[..., Server]) -> No
     c.send("CAP END")
     c.register("probe")
     tokens = [t for m in c.seen if m.verb == "005" for t in m.params[1:-1]]
-    assert "MONITOR=7" in tokens and "EXTBAN=,am" in tokens
+    assert "MONITOR=7" in tokens and "EXTBAN=,am" in tokens and "ACCOUNTEXTBAN=a" in tokens
 
 
 def test_monitor_online_offline_across_workers(start_server: Callable[..., Server]) -> None:

@@ -37,7 +37,7 @@ def isupport(s: Client) -> list[str]:
         "SAFELIST", f"STATUSMSG={STATUSMSG}", f"CHATHISTORY={c.chathistory_max}", "MSGREFTYPES=msgid,timestamp",
         f"TARGMAX=PRIVMSG:{c.max_targets},NOTICE:{c.max_targets},TAGMSG:{c.max_targets},JOIN:,PART:,KICK:1,WHOIS:1",
         f"TOPICLEN={c.topic_len}", f"USERLEN={c.user_len}", "UTF8ONLY", "WHOX",
-        f"MONITOR={c.monitor_max}", extban.ISUPPORT,
+        f"MONITOR={c.monitor_max}", *extban.ISUPPORT,
     ]
 
 

@@ -1,6 +1,6 @@
 """Extended bans: list entries that match something other than a hostmask.
 
-Advertised as ``EXTBAN=,am`` (no prefix character; a nick cannot hold ``:``, so
+Advertised as ``EXTBAN=,am`` and ``ACCOUNTEXTBAN=a`` (no prefix character; a nick cannot hold ``:``, so
 ``letter:`` never reads as a hostmask):
 
 * ``a:<account mask>`` matches users logged in to a matching account (``a:*``
@@ -18,7 +18,8 @@ from collections.abc import Callable
 from server.protocol import mask_match, normalize_mask
 
 TYPES = "am"
-ISUPPORT = f"EXTBAN=,{TYPES}"
+# EXTBAN: no prefix, these types; ACCOUNTEXTBAN (IRCv3 account-extban): the account type
+ISUPPORT = (f"EXTBAN=,{TYPES}", "ACCOUNTEXTBAN=a")
 
 
 def split(entry: str) -> tuple[str, str] | None:
