@@ -3,11 +3,16 @@ with the clients on different workers."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
+
+import pytest
 
 from server.state.registry import Registry
 from tests.conftest import Server
 from tests.ircclient import IRCClient
+from tests.test_supervision import check_log, pid_of
 
 EXEMPT = ("--set", "flood_exempt=127.0.0.0/8")
 
@@ -231,3 +236,29 @@ def test_extbans_and_the_real_address_rule() -> None:
     assert not reg.is_banned(ch, target)
     reg.login(1, "account1")
     assert reg.is_banned(ch, target)
+
+
+@pytest.mark.server_errors  # the supervisor logs the manager's death at ERROR; check_log allows only that
+def test_monitor_lists_survive_a_manager_death(start_server: Callable[..., Server]) -> None:
+    server = start_server(*EXEMPT, workers=4)
+    pid, line = pid_of(server, "manager")
+    watcher, subject = spread(server, [("watcher", ()), ("subject", ())])
+    watcher.send("MONITOR + subject,Later")
+    assert watcher.expect("730").params[-1].startswith("subject!")
+    watcher.expect("731")
+    os.kill(pid, signal.SIGKILL)
+    assert pid_of(server, "manager", line + 1)[0] != pid
+    for i in range(4):  # every worker has re-registered its clients
+        server.wait_log(rf".*worker {i}: re-registered .* with the new manager.*", timeout=20, start=line)
+    # the new manager knows the list: L shows it, and changes are announced
+    watcher.send("MONITOR L")
+    listed = watcher.expect("732")
+    assert sorted(listed.params[-1].split(",")) == ["Later", "subject"]
+    watcher.expect("733")
+    later = server.client("later")
+    assert watcher.expect("730").params[-1].startswith("later!")
+    subject.send("QUIT")
+    subject.wait_closed()
+    assert watcher.expect("731").params[-1] == "subject"
+    later.sync()
+    check_log(server)

@@ -353,6 +353,7 @@ class SessionImage(NamedTuple):
     away: str | None
     modes: str
     signon: float
+    monitors: tuple[str, ...] = ()  # its MONITOR list, as it was given
 
 
 class ChannelImage(NamedTuple):

@@ -7,7 +7,9 @@ worker notifies watchers on any other: the registry emits 730/731 as
 changes nick or leaves, and away/account/realname changes as
 :class:`~server.bus.records.MonitorChange` for extended-monitor clients. A
 client's list is cleared when it disconnects. The size limit is
-``monitor_max`` (``MONITOR=`` in 005).
+``monitor_max`` (``MONITOR=`` in 005). The session keeps a copy of its list
+(``Session.monitoring``, from each answer) that its worker hands a new manager
+with the rest of the session (``SessionImage.monitors``) after a manager death.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def monitor(s: Client, msg: Message) -> None:
             targets = [t for t in targets if is_valid_nick(t, s.config.nick_len)]
     limit = s.config.monitor_max
     result = s.request("monitor", s.sid, sub, targets, limit)
+    s.monitoring = tuple(result["listing"])
     replies: list[tuple[str, ...]] = []
     replies += [(RPL_MONONLINE, part) for part in chunks(result["online"])]
     replies += [(RPL_MONOFFLINE, part) for part in chunks(result["offline"])]

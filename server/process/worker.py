@@ -430,7 +430,7 @@ class Worker:
                 continue
             known.add(s.sid)
             users.append(SessionImage(s.sid, s.nick, s.user, s.realname, s.ip, s.host, s.tls, s.account, s.away,
-                                      "".join(sorted(s.modes)), s.signon))
+                                      "".join(sorted(s.modes)), s.signon, s.monitoring))
         channels = []
         for key, members in list(self.channels.items()):
             modes = self.member_modes.get(key, {})

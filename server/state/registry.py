@@ -947,8 +947,9 @@ class Registry:
 
     def monitor(self, sid: int, sub: str, targets: list[str], limit: int) -> dict[str, Any]:
         """MONITOR ``+``/``-``/``C``/``L``/``S``. Returns ``online`` (prefixes),
-        ``offline`` (nicks), ``listing`` and ``full`` (the targets not added
-        because the list reached ``limit``)."""
+        ``offline`` (nicks), ``listing`` (the list after the change: the
+        worker keeps a copy for a new manager) and ``full`` (the targets not
+        added because the list reached ``limit``)."""
         mon = self.monitors
         out: dict[str, Any] = {"online": [], "offline": [], "listing": [], "full": []}
         if sub == "+":
@@ -966,11 +967,10 @@ class Registry:
                 mon.remove(sid, self.fold(nick))
         elif sub == "C":
             mon.clear(sid)
-        elif sub == "L":
-            out["listing"] = mon.listing(sid)
         elif sub == "S":
             for nick in mon.listing(sid):
                 self._status_into(out, nick)
+        out["listing"] = mon.listing(sid)
         return out
 
     def _status_into(self, out: dict[str, Any], nick: str) -> None:
