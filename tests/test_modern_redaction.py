@@ -160,3 +160,33 @@ def test_store_deletes_a_row_committed_in_the_same_group(tmp_path: Path) -> None
     again = Store(tmp_path)
     assert [r[4] for r in again.history("#g", limit=10)] == [kept[6]]
     again.close()
+
+
+def test_labeled_responses(start_server: Callable[..., Server]) -> None:
+    """A labeled REDACT gets its own REDACT line with the label; MARKREAD and
+    MONITOR answers carry theirs too (ACK when there is nothing to say)."""
+    caps = (*CAPS, "labeled-response", "draft/read-marker")
+    server = start_server(*EXEMPT, workers=4)
+    alice, bob = spread(server, [("alice", caps), ("bob", caps)])
+    alice.join("#l")
+    bob.join("#l")
+    msgid = say(alice, "#l", "label me")
+    alice.send(f"@label=r1 REDACT #l {msgid} :why")
+    m = alice.expect("REDACT")
+    assert m.tags.get("label") == "r1" and m.params == ("#l", msgid, "why")
+    assert "label" not in bob.expect("REDACT").tags
+    alice.send("@label=r2 REDACT #l nosuch")
+    fail = alice.expect("FAIL")
+    assert fail.tags.get("label") == "r2" and fail.params[:2] == ("REDACT", "UNKNOWN_MSGID")
+    alice.send("@label=m1 MARKREAD #elsewhere")
+    m = alice.expect(lambda m: m.verb == "MARKREAD" and m.params[0] == "#elsewhere")
+    assert m.tags.get("label") == "m1" and m.params == ("#elsewhere", "*")
+    alice.send("@label=o1 MONITOR - nobody")
+    ack = alice.expect("ACK")
+    assert ack.tags.get("label") == "o1"
+    alice.send("@label=o2 MONITOR + nobody,bob")
+    start = alice.expect("BATCH")
+    assert start.tags.get("label") == "o2" and start.params[1] == "labeled-response"
+    ref = start.params[0][1:]
+    lines = alice.collect(lambda m: m.verb == "BATCH" and m.params[0] == "-" + ref)
+    assert {m.verb for m in lines if m.tags.get("batch") == ref} == {"730", "731"}

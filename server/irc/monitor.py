@@ -67,7 +67,7 @@ def monitor(s: Client, msg: Message) -> None:
     replies += [(RPL_MONONLINE, part) for part in chunks(result["online"])]
     replies += [(RPL_MONOFFLINE, part) for part in chunks(result["offline"])]
     if result["full"]:
-        replies.append((ERR_MONLISTFULL, str(limit), ",".join(result["full"])[:CHUNK], "Monitor list is full."))
+        replies.append((ERR_MONLISTFULL, str(limit), chunks(result["full"])[0], "Monitor list is full."))
     if sub == "L":
         replies += [(RPL_MONLIST, part) for part in chunks(result["listing"])]
         replies.append((RPL_ENDOFMONLIST, "End of MONITOR list"))
