@@ -46,6 +46,7 @@ WORDS = [
     "%tnuhiafr", "%t,42", "%t,²", "o",
     "IDENTIFY", "REGISTER", "LOGOUT", "INFO", "DROP", "SET", "PASSWORD", "HISTORY", "ON", "OP", "HELP",
     "p", "s", "c", "u", "z", ">", "<", ">1,<5", "message-tags", "sasl", "-echo-message",
+    "a:*", "a:fz*", "m:*!*@*", "m:a:*", "m:m:x", "z:x", "a:", "m:", "C", "L", "S",
 ]
 text = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n\0 "), min_size=1, max_size=10)
 number = st.sampled_from(NUMBERS)
@@ -65,7 +66,8 @@ BAD_LOG = re.compile(r"Traceback|Exception in thread|^\S+ \S+ (ERROR|CRITICAL) "
 CHANNELS = ["#f", "#nope", "#f,#nope", "0", "*"]
 NICKS = ["fzop", "fzuser", "nobody", "NickServ", "*"]
 COND = st.tuples(st.sampled_from("<>"), number).map("".join)
-MODES = ["+l", "-l", "+lk", "+ll", "+b", "+beI", "+o", "+v", "+k", "+imnst", "-o", "+l-l", "+i", "+w", "b", "l"]
+MODES = ["+l", "-l", "+lk", "+ll", "+b", "+beI", "+bbb", "+eI", "+o", "+v", "+k", "+imnst", "-o", "+l-l", "+i", "+w",
+         "b", "l"]
 SHAPES: dict[str, list[st.SearchStrategy[str]]] = {
     "CAP": [st.sampled_from(["LS", "REQ", "LIST", "END", "ACK", "NEW"]), number],
     "LIST": [st.one_of(COND, st.sampled_from(CHANNELS)), COND],
@@ -87,6 +89,12 @@ SHAPES: dict[str, list[st.SearchStrategy[str]]] = {
                                                                    "REGISTER #f", "SET #f HISTORY ²", "OP #f ²"])],
     "USER": [text, number, st.just("*"), text],
     "NICK": [st.one_of(text, number, st.sampled_from(NICKS))],
+    "MONITOR": [st.sampled_from(["+", "-", "C", "L", "S", "X", "c"]),
+                st.sampled_from([*NICKS, "fzop,fzuser,nobody", "bad!nick,#f", ",,"])],
+    "MARKREAD": [st.sampled_from(CHANNELS + NICKS),
+                 st.sampled_from(["timestamp=2020-01-01T00:00:00.000Z", "timestamp=2999-01-01T00:00:00Z", "timestamp=²",
+                                  "timestamp=", "*", "bogus"])],
+    "REDACT": [st.sampled_from(CHANNELS + NICKS), st.one_of(text, number), text],
 }
 
 

@@ -256,8 +256,50 @@ class Wallops(NamedTuple):
     text: str
 
 
+class MonitorStatus(NamedTuple):
+    """MONITOR: ``nick`` came online (730 with ``prefix``) or went offline (731,
+    ``prefix`` empty), for the ``watchers`` (sids) that monitor it."""
+
+    watchers: tuple[int, ...]
+    nick: str
+    prefix: str
+
+
+class MonitorChange(NamedTuple):
+    """extended-monitor: an ``AWAY``/``ACCOUNT``/``SETNAME`` line (``verb``,
+    ``params``) of ``prefix`` for ``watchers`` that share no channel with it; a
+    watcher gets it with extended-monitor and the cap of that notification."""
+
+    watchers: tuple[int, ...]
+    prefix: str
+    verb: str
+    params: tuple[str, ...]
+
+
+class ReadMarker(NamedTuple):
+    """draft/read-marker: ``MARKREAD target timestamp`` for these sessions (every
+    connection of one account); sent to those with the cap."""
+
+    sids: tuple[int, ...]
+    target: str
+    timestamp: str  # "timestamp=..." or "*"
+
+
+class Redacted(NamedTuple):
+    """draft/message-redaction: ``REDACT target msgid [reason]`` by ``prefix``,
+    for the channel's local members (``key``) or the listed ``sids`` (a DM)."""
+
+    key: str
+    sids: tuple[int, ...]
+    prefix: str
+    target: str
+    msgid: str
+    reason: str
+
+
 Event = (Joined | Parted | Quit | NickChanged | TopicChanged | ModeChanged | Kicked | Invited | InviteNotice
-         | AwayChanged | RealnameChanged | AccountChanged | Disconnect | Wallops)
+         | AwayChanged | RealnameChanged | AccountChanged | Disconnect | Wallops | MonitorStatus | MonitorChange
+         | ReadMarker | Redacted)
 
 # -- what a worker keeps so that a fresh manager can be rebuilt ----------------------
 
@@ -311,6 +353,7 @@ class SessionImage(NamedTuple):
     away: str | None
     modes: str
     signon: float
+    monitors: tuple[str, ...] = ()  # its MONITOR list, as it was given
 
 
 class ChannelImage(NamedTuple):
@@ -338,4 +381,19 @@ class SaveKlines(NamedTuple):
     klines: list[tuple[str, str, str, float, float]]
 
 
-Effect = SaveChannel | SaveKlines
+class SaveReadMarker(NamedTuple):
+    """A read marker to store: (account, target) -> server-time timestamp."""
+
+    account: str
+    target: str
+    timestamp: str
+
+
+class RedactRow(NamedTuple):
+    """Delete a redacted message's history row (CHATHISTORY no longer returns it)."""
+
+    target: str
+    msgid: str
+
+
+Effect = SaveChannel | SaveKlines | SaveReadMarker | RedactRow

@@ -13,7 +13,10 @@ from server.irc import (
     help,
     history,
     messaging,
+    monitor,
     operators,
+    readmarker,
+    redaction,
     registration,
     server_info,
     stats,
@@ -22,5 +25,5 @@ from server.irc import (
 from server.irc.dispatch import dispatch
 from server.irc.registration import flush_nick
 
-__all__ = ["accounts", "channels", "dispatch", "flush_nick", "help", "history", "messaging", "operators",
-           "registration", "server_info", "stats", "users"]
+__all__ = ["accounts", "channels", "dispatch", "flush_nick", "help", "history", "messaging", "monitor",
+           "operators", "readmarker", "redaction", "registration", "server_info", "stats", "users"]

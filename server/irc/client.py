@@ -58,6 +58,7 @@ class Client(Protocol):
     caps: set[str]
     tagmode: int
     away: str | None
+    monitoring: tuple[str, ...]
     modes: set[str]
     account: str | None
     protect_deadline: float | None

@@ -6,6 +6,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from server.state import extban
+
 if TYPE_CHECKING:
     from server.irc.client import Client
 
@@ -16,7 +18,8 @@ VERSION = "chatroom-0.1.0"
 CREATED = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 CAPS = ("account-notify", "account-tag", "away-notify", "batch", "cap-notify", "draft/account-registration",
         "draft/chathistory", "echo-message", "extended-join", "invite-notify", "labeled-response", "message-tags",
-        "multi-prefix", "sasl", "server-time", "setname", "standard-replies", "userhost-in-names")
+        "multi-prefix", "sasl", "server-time", "setname", "standard-replies", "userhost-in-names",
+        "extended-monitor", "draft/read-marker", "draft/message-redaction")
 CAP_VALUES = {"sasl": "PLAIN"}  # draft/account-registration: from the settings (accounts.registration_keys)
 USER_MODES = "Biow"  # B: a bot (IRCv3 bot-mode)
 STATUSMSG = "@+"  # PRIVMSG @#chan reaches the ops, +#chan the voiced and ops
@@ -34,6 +37,7 @@ def isupport(s: Client) -> list[str]:
         "SAFELIST", f"STATUSMSG={STATUSMSG}", f"CHATHISTORY={c.chathistory_max}", "MSGREFTYPES=msgid,timestamp",
         f"TARGMAX=PRIVMSG:{c.max_targets},NOTICE:{c.max_targets},TAGMSG:{c.max_targets},JOIN:,PART:,KICK:1,WHOIS:1",
         f"TOPICLEN={c.topic_len}", f"USERLEN={c.user_len}", "UTF8ONLY", "WHOX",
+        f"MONITOR={c.monitor_max}", *extban.ISUPPORT,
     ]
 
 

@@ -103,6 +103,9 @@ class Config:
     history_max_per_target: int = 10000
     history_expire_every: float = 60.0
     chathistory_max: int = 100
+    # -- modern clients (IRCv3)
+    monitor_max: int = 100  # nicks one client may MONITOR (MONITOR= in 005)
+    redact_window: float = 900.0  # seconds a sender may REDACT its own message (0: any time)
     # -- internals
     thread_stack_kib: int = 256
     thread_keep: float = 10.0  # seconds a client thread whose client left waits to serve the next

@@ -143,6 +143,7 @@ class Session:
         self.tagmode = 0  # 0: no tags, 1: server-time only, 2: all tags, 3: account (and time) only
         self.echo = False
         self.away: str | None = None
+        self.monitoring: tuple[str, ...] = ()  # the MONITOR list the registry holds (for a new manager)
         self.modes: set[str] = set()
         # liveness
         now = time.monotonic()

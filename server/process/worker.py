@@ -59,12 +59,16 @@ from server.bus.records import (
     Kicked,
     MemberModes,
     ModeChanged,
+    MonitorChange,
+    MonitorStatus,
     NickChanged,
     Parted,
     PrivateDelivery,
     Published,
     Quit,
+    ReadMarker,
     RealnameChanged,
+    Redacted,
     Reply,
     Result,
     Send,
@@ -96,6 +100,8 @@ RECONNECT_TIMEOUT = 20.0  # seconds to wait for a new manager before giving up (
 LOST = "The server restarted its core; try again"
 UNCONFIRMED = ("Message not confirmed: the server restarted its core while sending it "
                "(it may not have been delivered; CHATHISTORY shows what was)")
+# extended-monitor: the cap a watcher needs for each kind of change
+MONITOR_CAPS = {"AWAY": "away-notify", "ACCOUNT": "account-notify", "SETNAME": "setname"}
 Put = Callable[[Session, bytes], None]
 
 
@@ -154,6 +160,8 @@ class Worker:
             Invited: self.on_invited, InviteNotice: self.on_invite_notice, AwayChanged: self.on_away,
             RealnameChanged: self.on_realname, AccountChanged: self.on_account, Disconnect: self.on_disconnect,
             Wallops: self.on_wallops, ChannelState: self.on_channel_state, MemberModes: self.on_member_modes,
+            MonitorStatus: self.on_monitor_status, MonitorChange: self.on_monitor_change,
+            ReadMarker: self.on_read_marker, Redacted: self.on_redacted,
         }
 
     # -- helpers for sessions -------------------------------------------------
@@ -422,7 +430,7 @@ class Worker:
                 continue
             known.add(s.sid)
             users.append(SessionImage(s.sid, s.nick, s.user, s.realname, s.ip, s.host, s.tls, s.account, s.away,
-                                      "".join(sorted(s.modes)), s.signon))
+                                      "".join(sorted(s.modes)), s.signon, s.monitoring))
         channels = []
         for key, members in list(self.channels.items()):
             modes = self.member_modes.get(key, {})
@@ -706,6 +714,51 @@ class Worker:
         n = 0
         for s in list(self.sessions.values()):
             if "w" in s.modes and s.registered:
+                put(s, line)
+                n += 1
+        return n
+
+    def on_monitor_status(self, e: MonitorStatus, put: Put) -> int:
+        src, n = self.config.server_name, 0
+        for sid in e.watchers:
+            s = self.sessions.get(sid)
+            if s is not None:
+                if e.prefix:
+                    put(s, Message("730", (s.nick, e.prefix), src).to_bytes())
+                else:
+                    put(s, Message("731", (s.nick, e.nick), src).to_bytes())
+                n += 1
+        return n
+
+    def on_monitor_change(self, e: MonitorChange, put: Put) -> int:
+        cap = MONITOR_CAPS[e.verb]
+        line = Message(e.verb, e.params, e.prefix).to_bytes()
+        n = 0
+        for sid in e.watchers:
+            s = self.sessions.get(sid)
+            if s is not None and "extended-monitor" in s.caps and cap in s.caps:
+                put(s, line)
+                n += 1
+        return n
+
+    def on_read_marker(self, e: ReadMarker, put: Put) -> int:
+        line = Message("MARKREAD", (e.target, e.timestamp), self.config.server_name).to_bytes()
+        n = 0
+        for sid in e.sids:
+            s = self.sessions.get(sid)
+            if s is not None and "draft/read-marker" in s.caps:
+                put(s, line)
+                n += 1
+        return n
+
+    def on_redacted(self, e: Redacted, put: Put) -> int:
+        params = (e.target, e.msgid, e.reason) if e.reason else (e.target, e.msgid)
+        line = Message("REDACT", params, e.prefix).to_bytes()
+        members = self.channels.get(e.key, {}).values() if e.key else (
+            s for sid in e.sids if (s := self.sessions.get(sid)) is not None)
+        n = 0
+        for s in members:
+            if "draft/message-redaction" in s.caps:
                 put(s, line)
                 n += 1
         return n

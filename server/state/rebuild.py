@@ -57,6 +57,8 @@ def restore(reg: Registry, worker: int, users: list[SessionImage], channels: lis
                 reg.nicks[other.fold] = other.sid
         reg.users[u.sid] = u
         reg.nicks[u.fold] = u.sid
+        for nick in im.monitors:
+            reg.monitors.add(u.sid, reg.fold(nick), nick)
         reg.n_registered += 1
         reg.n_invisible += "i" in u.modes
         reg.n_opers += "o" in u.modes

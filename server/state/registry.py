@@ -30,10 +30,14 @@ from server.bus.records import (
     Joined,
     Kicked,
     ModeChanged,
+    MonitorChange,
+    MonitorStatus,
     NickChanged,
     Parted,
     Quit,
+    ReadMarker,
     RealnameChanged,
+    Redacted,
     TopicChanged,
     Wallops,
 )
@@ -43,11 +47,12 @@ from server.protocol import (
     is_valid_channel,
     is_valid_nick,
     mask_match,
-    normalize_mask,
     numerics,
     parse_int,
 )
+from server.state import extban
 from server.state.logins import LoginThrottle, Policy
+from server.state.monitor import Monitors
 from server.state.store import dm_key
 
 Emit = Callable[[Iterable[int], Event], None]
@@ -130,6 +135,11 @@ class Registry:
         self.registered: dict[str, dict[str, Any]] = {}
         self.persist_channel: Callable[[str, dict[str, Any] | None], None] = lambda key, info: None
         self.history_mark: Callable[[], int] = lambda: 0  # id of the last history row, in bus order
+        # MONITOR lists; read markers (account, target) -> timestamp, loaded and kept by the bus
+        self.monitors = Monitors()
+        self.read_markers: dict[tuple[str, str], str] = {}
+        self.persist_marker: Callable[[str, str, str], None] = lambda account, target, ts: None
+        self.persist_redaction: Callable[[str, str], None] = lambda key, msgid: None
         self.users: dict[int, User] = {}
         self.nicks: dict[str, int] = {}  # folded nick -> sid (registered or not)
         self.channels: dict[str, Channel] = {}
@@ -167,6 +177,9 @@ class Registry:
         if u.registered and old_nick != nick:
             self._remember(u, old_nick)
             self.emit(self._audience(u), NickChanged(sid, old_prefix, nick, tuple(u.channels), u.account))
+            if self.fold(old_nick) != fold:
+                self._monitor_status(self.fold(old_nick), old_nick, "")
+                self._monitor_status(fold, nick, u.prefix)
         return old_prefix, nick, self.protected(u)
 
     def _check_nick_bans(self, u: User, nick: str) -> None:
@@ -200,6 +213,7 @@ class Registry:
         self.n_invisible += "i" in u.modes
         self.n_opers += "o" in u.modes
         self.max_users = max(self.max_users, self.n_registered)
+        self._monitor_status(u.fold, u.nick, u.prefix)
         return {**self.lusers(), "protected": self.protected(u)}
 
     # -- accounts ------------------------------------------------------------
@@ -220,6 +234,7 @@ class Registry:
         u.account = account
         if u.registered:
             self.emit(self._audience(u), AccountChanged(sid, u.prefix, account or "*", tuple(u.channels)))
+            self._monitor_change(u, "ACCOUNT", (account or "*",))
 
     # -- failed-login back-off (server/state/logins.py) --------------------------
     def login_attempt(self, address: str | None, account: str | None, now: float,
@@ -253,11 +268,13 @@ class Registry:
         u = self.users[sid]
         u.away = message or None
         self.emit(self._audience(u), AwayChanged(sid, u.prefix, u.away, tuple(u.channels), u.account))
+        self._monitor_change(u, "AWAY", (u.away,) if u.away else ())
 
     def set_realname(self, sid: int, realname: str) -> None:
         u = self.users[sid]
         u.realname = realname
         self.emit(self._audience(u), RealnameChanged(sid, u.prefix, realname, tuple(u.channels), u.account))
+        self._monitor_change(u, "SETNAME", (realname,))
 
     def disconnect(self, sid: int, reason: str) -> None:
         """Forget a user; everyone sharing a channel sees the QUIT."""
@@ -266,6 +283,7 @@ class Registry:
             return
         if u.fold and self.nicks.get(u.fold) == sid:
             del self.nicks[u.fold]
+        self.monitors.clear(sid)
         if not u.registered:
             return
         self.n_registered -= 1
@@ -277,6 +295,7 @@ class Registry:
         for key in chans:
             self._remove_member(self.channels[key], u)
         self.emit(audience, Quit(sid, u.prefix, reason, chans, u.account))
+        self._monitor_status(u.fold, u.nick, "")
 
     def drop_worker(self, worker: int, reason: str) -> int:
         """A worker died: forget all of its users at once."""
@@ -326,6 +345,8 @@ class Registry:
         ch.workers[u.worker] += 1
         u.channels.add(key)
         self.emit(ch.workers, Joined(key, ch.name, sid, u.prefix, u.account or "*", u.realname, u.away))
+        # draft/read-marker: after the JOIN, before the NAMES that follow the result
+        self.emit((u.worker,), ReadMarker((sid,), ch.name, self._marker(u, key)))
         return self.channel_info(ch)
 
     def _restore(self, ch: Channel, record: dict[str, Any]) -> None:
@@ -476,10 +497,24 @@ class Registry:
         nick = u.nick if nick is None else nick
         prefix = f"{nick}!{u.user}@{u.host}"
         real = f"{nick}!{u.user}@{u.ip}"
+        return any(self._entry_matches(ch, letter, m, u, prefix, real, mute=False) for m, _, _ in entries)
+
+    def _entry_matches(self, ch: Channel, letter: str, entry: str, u: User, prefix: str, real: str,
+                       mute: bool) -> bool:
+        """One list entry against ``u`` (server/state/extban.py): an ``a:`` entry by
+        account, a hostmask by the cloaked address, or by the real one when a
+        server operator set it (``ch.real_masks``)."""
         cm, reals = self.casemapping, ch.real_masks
-        return any(mask_match(m, prefix, cm)
-                   or (bool(reals) and letter + self.fold(m) in reals and mask_match(m, real, cm))
-                   for m, _, _ in entries)
+        key = letter + self.fold(entry)
+        return extban.matches(entry, u.account, cm, mute,
+                              lambda mask: mask_match(mask, prefix, cm)
+                              or (bool(reals) and key in reals and mask_match(mask, real, cm)))
+
+    def is_muted(self, ch: Channel, u: User) -> bool:
+        """An ``m:`` entry in +b matches ``u`` and no ``m:`` entry in +e does."""
+        prefix, real = u.prefix, f"{u.nick}!{u.user}@{u.ip}"
+        return (any(self._entry_matches(ch, "b", m, u, prefix, real, mute=True) for m, _, _ in ch.bans)
+                and not any(self._entry_matches(ch, "e", m, u, prefix, real, mute=True) for m, _, _ in ch.excepts))
 
     def channel_info(self, ch: Channel) -> dict[str, Any]:
         return {
@@ -553,7 +588,12 @@ class Registry:
                 applied.append((on, letter, target.nick))
             elif letter in "beI":
                 entries = ch.lists(letter)
-                mask = normalize_mask(arg or "")
+                normal = extban.normalize(arg or "", letter)
+                if normal is None:
+                    errors.append((numerics.ERR_INVALIDMODEPARAM, (ch.name, letter, arg or "*"),
+                                   "Invalid extended ban"))
+                    continue
+                mask = normal
                 fold = self.fold(mask)
                 present = next((e for e in entries if self.fold(e[0]) == fold), None)
                 if on and present is None:
@@ -835,6 +875,8 @@ class Registry:
             raise fail(numerics.ERR_CANNOTSENDTOCHAN, ch.name, text="Cannot send to channel (+m)")
         if ch.bans and self.is_banned(ch, self.users[sid]):
             raise fail(numerics.ERR_CANNOTSENDTOCHAN, ch.name, text="Cannot send to channel (+b)")
+        if ch.bans and self.is_muted(ch, self.users[sid]):
+            raise fail(numerics.ERR_CANNOTSENDTOCHAN, ch.name, text="Cannot send to channel (muted)")
 
     # -- queries -----------------------------------------------------------
     def find(self, nick: str) -> User | None:
@@ -886,3 +928,117 @@ class Registry:
             if u is not None:
                 out.append((u.nick, "o" in u.modes, u.away is not None, u.user, u.host))
         return out
+
+    # -- MONITOR (server/state/monitor.py) --------------------------------------
+    def _monitor_status(self, fold: str, nick: str, prefix: str) -> None:
+        """730 (``prefix``) or 731 (``prefix`` empty) for whoever monitors ``nick``."""
+        watchers = self.monitors.of(fold)
+        if watchers:
+            self.emit({self.users[w].worker for w in watchers}, MonitorStatus(watchers, nick, prefix))
+
+    def _monitor_change(self, u: User, verb: str, params: tuple[str, ...]) -> None:
+        """extended-monitor: to watchers that do not already see it through a channel."""
+        if not u.registered:
+            return
+        watchers = tuple(w for w in self.monitors.of(u.fold)
+                         if w != u.sid and not (self.users[w].channels & u.channels))
+        if watchers:
+            self.emit({self.users[w].worker for w in watchers}, MonitorChange(watchers, u.prefix, verb, params))
+
+    def monitor(self, sid: int, sub: str, targets: list[str], limit: int) -> dict[str, Any]:
+        """MONITOR ``+``/``-``/``C``/``L``/``S``. Returns ``online`` (prefixes),
+        ``offline`` (nicks), ``listing`` (the list after the change: the
+        worker keeps a copy for a new manager) and ``full`` (the targets not
+        added because the list reached ``limit``)."""
+        mon = self.monitors
+        out: dict[str, Any] = {"online": [], "offline": [], "listing": [], "full": []}
+        if sub == "+":
+            for i, nick in enumerate(targets):
+                fold = self.fold(nick)
+                if mon.has(sid, fold):
+                    continue
+                if mon.count(sid) >= limit:
+                    out["full"] = targets[i:]
+                    break
+                mon.add(sid, fold, nick)
+                self._status_into(out, nick)
+        elif sub == "-":
+            for nick in targets:
+                mon.remove(sid, self.fold(nick))
+        elif sub == "C":
+            mon.clear(sid)
+        elif sub == "S":
+            for nick in mon.listing(sid):
+                self._status_into(out, nick)
+        out["listing"] = mon.listing(sid)
+        return out
+
+    def _status_into(self, out: dict[str, Any], nick: str) -> None:
+        u = self.find(nick)
+        if u is not None:
+            out["online"].append(u.prefix)
+        else:
+            out["offline"].append(nick)
+
+    # -- draft/read-marker ---------------------------------------------------------
+    def _marker(self, u: User, key: str) -> str:
+        ts = self.read_markers.get((self.fold(u.account), key)) if u.account else None
+        return f"timestamp={ts}" if ts else "*"
+
+    def markread(self, sid: int, target: str, timestamp: str | None) -> str:
+        """Get (``timestamp`` None) or raise the read marker of ``sid``'s account
+        for ``target``; returns the stored value (``timestamp=...`` or ``*``). A
+        change goes to every other connection of the account."""
+        u = self.users[sid]
+        key = self.fold(target)
+        if timestamp is None or u.account is None:
+            return self._marker(u, key)
+        account = self.fold(u.account)
+        old = self.read_markers.get((account, key))
+        if old is not None and timestamp <= old:  # only ever increases (same fixed-width format)
+            return f"timestamp={old}"
+        self.read_markers[(account, key)] = timestamp
+        self.persist_marker(account, key, timestamp)
+        # a scan, not an index: MARKREAD is a human's pace, and a scan cannot go stale
+        others = [o for o in self.users.values()
+                  if o.sid != sid and o.account is not None and self.fold(o.account) == account]
+        if others:
+            self.emit({o.worker for o in others},
+                      ReadMarker(tuple(o.sid for o in others), target, f"timestamp={timestamp}"))
+        return f"timestamp={timestamp}"
+
+    # -- draft/message-redaction ------------------------------------------------------
+    def redact(self, sid: int, target: str, key: str, msgid: str, reason: str, by_sender: bool,
+               expired: bool, window: str) -> None:
+        """Redact the message ``msgid`` of history ``key`` sent to ``target``.
+
+        Allowed for its sender (``by_sender``, found by the caller in the stored
+        row) within the window, and for channel operators and IRC operators at any
+        time. The row is deleted after this batch (``persist_redaction``) and the
+        REDACT goes where the message went."""
+        u = self.users[sid]
+        if target[:1] in self.chantypes:
+            ch = self.channels.get(self.fold(target))
+            if ch is None or (sid not in ch.members and "o" not in u.modes):
+                raise RemoteProtocolError.fail("REDACT", "INVALID_TARGET", target,
+                                               text=f"You cannot delete messages from {target}")
+            moderator = "o" in ch.members.get(sid, "") or "o" in u.modes
+            self._may_redact(target, msgid, by_sender, expired, window, moderator)
+            self.persist_redaction(key, msgid)
+            self.emit(ch.workers, Redacted(ch.key, (), u.prefix, ch.name, msgid, reason))
+            return
+        self._may_redact(target, msgid, by_sender, expired, window, False)
+        self.persist_redaction(key, msgid)
+        other = self.find(target)
+        sids = (sid,) if other is None or other.sid == sid else (sid, other.sid)
+        self.emit({self.users[s].worker for s in sids}, Redacted("", sids, u.prefix, target, msgid, reason))
+
+    @staticmethod
+    def _may_redact(target: str, msgid: str, by_sender: bool, expired: bool, window: str, moderator: bool) -> None:
+        if moderator or (by_sender and not expired):
+            return
+        if by_sender:
+            raise RemoteProtocolError.fail("REDACT", "REDACT_WINDOW_EXPIRED", target, msgid, window,
+                                           text="You can no longer edit this message")
+        raise RemoteProtocolError.fail("REDACT", "REDACT_FORBIDDEN", target, msgid,
+                                       text="You are not authorised to delete this message")

@@ -57,6 +57,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX history_target_time ON history (target, time);
     CREATE UNIQUE INDEX history_msgid ON history (msgid);
     """,
+    # 2: draft/read-marker, per account and target
+    """
+    CREATE TABLE read_markers (
+        account TEXT NOT NULL,
+        target TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        PRIMARY KEY (account, target)
+    );
+    """,
 ]
 
 
@@ -165,11 +174,19 @@ class Store:
         with self.lock:
             return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()[0])
 
+    def read_markers(self) -> dict[tuple[str, str], str]:
+        with self.lock:
+            return {(a, t): ts for a, t, ts in self.conn.execute("SELECT account, target, timestamp FROM read_markers")}
+
     def commit(self, rows: Sequence[tuple[int, str, str, float, str, str, str]],
-               channels: Sequence[tuple[str, dict[str, Any] | None]]) -> None:
+               channels: Sequence[tuple[str, dict[str, Any] | None]],
+               markers: Sequence[tuple[str, str, str]] = (),
+               redactions: Sequence[tuple[str, str]] = ()) -> None:
         """One transaction for what a group of bus batches stored: history rows
-        (id, target, msgid, time, kind, tags, line; the ids are the bus order)
-        and registered channels' records (``None``: dropped), in order."""
+        (id, target, msgid, time, kind, tags, line; the ids are the bus order),
+        registered channels' records (``None``: dropped), read markers
+        (account, target, timestamp) and redactions (target, msgid: the row is
+        deleted, after the rows of the same group went in), in order."""
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -189,10 +206,22 @@ class Store:
                          info["modes"], int(info["history"]), info["created"]))
                     self.conn.executemany("INSERT INTO channel_access (key, account, level) VALUES (?,?,?)",
                                           [(key, a, lvl) for a, lvl in info["access"].items()])
+                if markers:
+                    self.conn.executemany(
+                        "INSERT OR REPLACE INTO read_markers (account, target, timestamp) VALUES (?,?,?)", markers)
+                if redactions:
+                    self.conn.executemany("DELETE FROM history WHERE target=? AND msgid=?", redactions)
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
+
+    def history_row(self, target: str, msgid: str) -> tuple[float, str, str] | None:
+        """(time, tags, line) of one stored message, for REDACT."""
+        with self.lock:
+            row = self.conn.execute("SELECT time, tags, line FROM history WHERE msgid=? AND target=?",
+                                    (msgid, target)).fetchone()
+        return None if row is None else (float(row[0]), str(row[1]), str(row[2]))
 
     def history_position(self, target: str, msgid: str | None = None, ts: float | None = None) -> int | None:
         """The row id a selector points at (for msgid) or just before (timestamp)."""

@@ -69,11 +69,13 @@ from server.bus.records import (
     MemberModes,
     PrivateDelivery,
     Published,
+    RedactRow,
     Reply,
     Request,
     Result,
     SaveChannel,
     SaveKlines,
+    SaveReadMarker,
     Send,
     SessionImage,
     Stamp,
@@ -93,6 +95,7 @@ OPS = frozenset({
     "kill", "wallops", "kline", "unkline", "list_klines", "login", "account_created", "account_dropped",
     "chan_register", "chan_drop", "chan_access", "chan_info", "set_history", "history_target", "banned",
     "login_attempt", "login_done",
+    "monitor", "markread", "redact",
 })
 
 HistoryRow = tuple[int, str, str, float, str, bytes, bytes]  # id, target, msgid, time, kind, tags, line
@@ -156,11 +159,14 @@ class Committer(threading.Thread):
                 for job in jobs for hid, key, msgid, ts, kind, tags, line in job.rows]
         channels = [e for job in jobs for e in job.effects if isinstance(e, SaveChannel)]
         bans = [e for job in jobs for e in job.effects if isinstance(e, SaveKlines)]
+        markers = [(e.account, e.target, e.timestamp) for job in jobs for e in job.effects
+                   if isinstance(e, SaveReadMarker)]
+        redactions = [(e.target, e.msgid) for job in jobs for e in job.effects if isinstance(e, RedactRow)]
         delay = 0.05
-        while rows or channels:
+        while rows or channels or markers or redactions:
             try:
                 started = time.perf_counter()
-                self.bus.store.commit(rows, [(e.key, e.record) for e in channels])
+                self.bus.store.commit(rows, [(e.key, e.record) for e in channels], markers, redactions)
                 self.commit_seconds += time.perf_counter() - started
                 self.commits += 1
                 self.written += len(rows)
@@ -236,6 +242,10 @@ class Bus:
         self.registry.accounts = self.store.account_names()
         self.registry.registered = self.store.channels()
         self.registry.persist_channel = lambda key, record: self.job.effects.append(SaveChannel(key, record))
+        self.registry.read_markers = self.store.read_markers()
+        self.registry.persist_marker = lambda account, target, ts: self.job.effects.append(
+            SaveReadMarker(account, target, ts))
+        self.registry.persist_redaction = lambda key, msgid: self.job.effects.append(RedactRow(key, msgid))
         self.history_id = self.store.last_history_id()
         self.registry.history_mark = lambda: self.history_id
         self.klines_path = Path(data_dir) / klines.FILE
