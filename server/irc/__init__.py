@@ -13,6 +13,7 @@ from server.irc import (
     help,
     history,
     messaging,
+    multiline,
     operators,
     registration,
     server_info,
@@ -22,5 +23,5 @@ from server.irc import (
 from server.irc.dispatch import dispatch
 from server.irc.registration import flush_nick
 
-__all__ = ["accounts", "channels", "dispatch", "flush_nick", "help", "history", "messaging", "operators",
+__all__ = ["accounts", "channels", "dispatch", "flush_nick", "help", "history", "messaging", "multiline", "operators",
            "registration", "server_info", "stats", "users"]

@@ -103,6 +103,9 @@ class Config:
     history_max_per_target: int = 10000
     history_expire_every: float = 60.0
     chathistory_max: int = 100
+    # -- draft/multiline: one message of several lines (0 bytes: the cap is not offered)
+    multiline_max_bytes: int = 4096
+    multiline_max_lines: int = 32  # 0: no line limit (max-lines not advertised)
     # -- internals
     thread_stack_kib: int = 256
     thread_keep: float = 10.0  # seconds a client thread whose client left waits to serve the next

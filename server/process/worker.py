@@ -465,7 +465,9 @@ class Worker:
 
         for item in batch:
             cls = type(item)
-            if type(item) is ChannelDelivery:
+            if (cls is ChannelDelivery or cls is PrivateDelivery) and item.multi is not None:  # type: ignore[union-attr]
+                count += self._deliver_multiline(item, put)  # type: ignore[arg-type]
+            elif type(item) is ChannelDelivery:
                 members = channels.get(item.key)
                 sender, body = item.sender, item.body
                 variants = (body, item.tags_time + body, item.tags_full + body)
@@ -552,6 +554,53 @@ class Worker:
             observe = self.stats.latency.observe
             for t in stamps:
                 observe(now - t)
+
+    def _deliver_multiline(self, item: ChannelDelivery | PrivateDelivery, put: Put) -> int:
+        """A draft/multiline message: the batch to clients with ``draft/multiline``
+        and ``batch``, the fallback lines to others; the sender's echo in the
+        same form completes its command. Each form is built once per batch."""
+        multi = item.multi
+        assert multi is not None
+        forms: dict[tuple[int, bool], bytes] = {}
+
+        def form(s: Session) -> bytes:
+            batched = "draft/multiline" in s.caps and "batch" in s.caps
+            key = (s.tagmode, batched)
+            data = forms.get(key)
+            if data is None:
+                mode = s.tagmode
+                tags = ((b"", item.tags_time, item.tags_full)[mode] if mode < 3
+                        else some_tags(s.caps, item.tags_full))
+                if batched:
+                    data = tags + multi.opener + multi.inner
+                else:  # msgid on the first line only; the other tags on every line
+                    rest = (b"", item.tags_time, multi.tags_rest)[mode] if mode < 3 else tags
+                    data = tags + multi.lines[0] + b"".join(rest + line for line in multi.lines[1:])
+                forms[key] = data
+            return data
+
+        sender = item.sender
+        count = 0
+        to_self = False
+        if isinstance(item, ChannelDelivery):
+            receivers = [m for sid, m in self.channels.get(item.key, {}).items() if sid != sender]
+        else:
+            to_self = item.to == sender
+            them = self.sessions.get(item.to) if not to_self else None
+            receivers = [them] if them is not None else []
+        for m in receivers:
+            put(m, form(m))
+            count += 1
+        me = self.sessions.get(sender)
+        if me is not None:  # the sender's worker: its echo, and the completion
+            echo = form(me) if me.echo or to_self else None
+            unit = self.sending.pop(item.token, None) if item.token else None
+            if unit is not None:
+                me.complete(unit, [echo] if echo else [])
+            elif echo:
+                put(me, echo)
+            count += to_self
+        return count
 
     @staticmethod
     def _variant(s: Session, variants: tuple[bytes, bytes, bytes], tags_full: bytes) -> bytes:
