@@ -94,7 +94,7 @@ def batch(s: Client, msg: Message) -> None:
         raise fail("MULTILINE_INVALID", text="A multiline batch needs exactly one target")
     target = msg.params[2]
     if casefold(target) in SERVICES:
-        raise fail("MULTILINE_INVALID_TARGET", target, target, text="Services take single lines")
+        raise fail("MULTILINE_INVALID", text="Services take single lines, not multiline batches")
     label = s.relabel(None)  # nothing is said for the opener: its label goes to the message
     if s.multiline_dropped == ref[1:]:
         s.multiline_dropped = None  # the reference is used again, for a new batch
