@@ -153,6 +153,23 @@ def test_labeled_batch_to_an_away_user(room) -> None:
     assert all("label" not in m.tags for m in echo[1:])
 
 
+def test_labeled_batch_without_echo_is_acked_and_errors_are_labeled(start_server: Callable[..., Server]) -> None:
+    server = start_server(*EXEMPT, workers=4)
+    alice, bob = spread(server, [("alice", ("batch", "draft/multiline", "labeled-response")), ("bob", ML)])
+    for c in (alice, bob):
+        c.join("#room")
+        mark(c)
+    send_batch(alice, "#room", ["x", "y"], opener_tags="@label=q ")
+    ack = alice.expect("ACK")
+    assert ack.tags["label"] == "q"
+    assert [m.params[1] for m in batch_of(bob)[1:-1]] == ["x", "y"]
+    send_batch(alice, "#nowhere", ["x"], ref="b2", opener_tags="@label=r ")
+    err = alice.expect("403")
+    assert err.tags["label"] == "r" and err.params[1] == "#nowhere"
+    alice.sync()
+    assert not [m for m in alice.backlog if m.verb in ("ACK", "BATCH")]
+
+
 def test_lines_too_long_with_the_source_are_split(room) -> None:
     _, alice, bob, _, dave = room
     long = "x" * 200 + "é" * 140  # 480 bytes: fits the client's line, not the relayed one
@@ -305,3 +322,22 @@ def test_private_history_and_replay_on_join(room) -> None:
     start = late.expect(lambda m: m.verb == "BATCH" and m.params[1] == "chathistory")
     got = late.collect(lambda m: m.verb == "BATCH" and m.params[0] == "-" + start.params[0][1:])[:-1]
     assert [m.params[1] for m in got if m.verb == "PRIVMSG"][-2:] == ["r1", "r2"]
+
+
+def test_a_labeled_batch_tags_each_line_of_a_multiline_item() -> None:
+    """Session._labeled: a multiline echo (one item of several lines) inside a
+    labeled-response batch: its BATCH lines get the outer reference, its lines keep theirs."""
+    from server.ops.config import Config
+    from server.process.session import Session
+    from server.protocol import parse
+
+    s = Session.__new__(Session)
+    s.config, s.caps = Config(), {"batch", "labeled-response"}
+    blob = b":a!b@c BATCH +m1 draft/multiline #c\r\n@batch=m1 :a!b@c PRIVMSG #c :x\r\nBATCH -m1\r\n"
+    alone = [parse(x) for x in s._labeled("L", [blob]).decode().split("\r\n") if x]
+    assert [m.tags.get("label") for m in alone] == ["L", None, None]  # the label on the opener only
+    out = [parse(x) for x in s._labeled("L", [b":srv 301 a b :away\r\n", blob]).decode().split("\r\n") if x]
+    assert [m.verb for m in out] == ["BATCH", "301", "BATCH", "PRIVMSG", "BATCH", "BATCH"]
+    outer = out[0].params[0][1:]
+    assert out[0].tags["label"] == "L" and out[0].params[1] == "labeled-response"
+    assert [m.tags.get("batch") for m in out[1:]] == [outer, outer, "m1", outer, None]

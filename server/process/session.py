@@ -320,7 +320,7 @@ class Session:
         ref = batch_ref("L")
         inner = b"batch=" + ref.encode()
         # an item may hold several lines (a multiline message's batch): each is tagged on its own
-        split = [part + b"\r\n" for item in lines for part in item.split(b"\r\n")[:-1]]
+        split = [part + b"\r\n" for item in lines for part in item.split(b"\r\n") if part]
         return b"".join([Message("BATCH", ("+" + ref, "labeled-response"), src, {"label": label}).to_bytes(),
                          *[line if has_batch_tag(line) else add_tag(line, inner) for line in split],
                          Message("BATCH", ("-" + ref,), src).to_bytes()])
