@@ -140,6 +140,13 @@ def test_private_message_across_workers(room) -> None:
     send_batch(alice, "dave", ["first", "second"], ref="b2")
     batch_of(alice)
     assert [dave.expect("PRIVMSG").params for _ in range(2)] == [("dave", "first"), ("dave", "second")]
+    for bad in (":#a b", "a,b", "NickServ", "*"):
+        alice.send(f"BATCH +t draft/multiline {bad}")
+        if bad == "*":  # a name nobody has: refused by the bus at the end, like a PRIVMSG
+            alice.send("@batch=t PRIVMSG * :x\r\nBATCH -t")
+            alice.expect("401")
+        else:
+            assert alice.expect("FAIL").params[:2] == ("BATCH", "MULTILINE_INVALID"), bad
 
 
 def test_labeled_batch_to_an_away_user(room) -> None:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 BATCH_TYPE = "draft/multiline"
 CONCAT = "draft/multiline-concat"
 _REF = re.compile(r"[A-Za-z0-9-]+")
+_TARGET = re.compile(r"[^\s,:\x00-\x1f][^\s,\x00-\x1f]*")  # one nick or channel, a valid middle parameter
 
 
 class MultilineBatch:
@@ -90,7 +91,7 @@ def batch(s: Client, msg: Message) -> None:
         raise fail("MULTILINE_INVALID", text="Multiline batches need the draft/multiline and batch capabilities")
     if s.multiline is not None:  # the one before was never closed: refused, and this one starts
         s.error(_drop(s, fail("MULTILINE_INVALID", text="Unterminated multiline batch")))
-    if len(msg.params) != 3 or not msg.params[2] or "," in msg.params[2]:
+    if len(msg.params) != 3 or not _TARGET.fullmatch(msg.params[2]):
         raise fail("MULTILINE_INVALID", text="A multiline batch needs exactly one target")
     target = msg.params[2]
     if casefold(target) in SERVICES:
