@@ -83,7 +83,11 @@ def test_cap_is_not_offered_when_turned_off(start_server: Callable[..., Server])
 
 
 def test_one_batch_reaches_capable_and_other_clients_across_workers(room) -> None:
-    _, alice, bob, carol, dave = room
+    server, alice, bob, carol, dave = room
+    erin = server.client("erin", ("server-time",))
+    erin.join("#room")
+    for c in (erin, alice, bob, carol, dave):
+        mark(c)
     send_batch(alice, "#room", ["hello", "", "how is ", "+everyone?"], opener_tags="@label=L1;+client-only ")
     echo = batch_of(alice)
     start = echo[0]
@@ -112,6 +116,8 @@ def test_one_batch_reaches_capable_and_other_clients_across_workers(room) -> Non
     assert all(m.tags.get("time") == time and "+client-only" in m.tags for m in fallback)
     assert all(CONCAT not in m.tags and "batch" not in m.tags for m in fallback)
     plain = [dave.expect("PRIVMSG") for _ in range(3)]
+    timed = [erin.expect("PRIVMSG") for _ in range(3)]
+    assert all(m.tags == {"time": time} for m in timed)  # server-time only: the time on every line
     assert [m.params[1] for m in plain] == ["hello", "how is ", "everyone?"] and all(not m.tags for m in plain)
     for c in (carol, dave):
         c.sync()

@@ -19,6 +19,11 @@ CAPS = ("account-notify", "account-tag", "away-notify", "batch", "cap-notify", "
         "draft/chathistory", "draft/multiline", "echo-message", "extended-join", "invite-notify", "labeled-response",
         "message-tags", "multi-prefix", "sasl", "server-time", "setname", "standard-replies", "userhost-in-names")
 CAP_VALUES = {"sasl": "PLAIN"}  # draft/account-registration: from the settings (accounts.registration_keys)
+USER_MODES = "Biow"  # B: a bot (IRCv3 bot-mode)
+STATUSMSG = "@+"  # PRIVMSG @#chan reaches the ops, +#chan the voiced and ops
+CHANNEL_MODES = "beIiklmnostv"
+# CHANMODES types: A (lists), B (always a parameter), C (parameter when set), D (flags)
+LIST_MODES, PARAM_MODES, SET_PARAM_MODES, FLAG_MODES, PREFIX_MODES = "beI", "k", "l", "imnst", "ov"
 
 
 def multiline_value(c: Config) -> str | None:
@@ -33,11 +38,7 @@ def multiline_value(c: Config) -> str | None:
 def offered_caps(c: Config) -> tuple[str, ...]:
     """The capabilities this configuration offers (CAPS minus those turned off)."""
     return CAPS if multiline_value(c) is not None else tuple(x for x in CAPS if x != "draft/multiline")
-USER_MODES = "Biow"  # B: a bot (IRCv3 bot-mode)
-STATUSMSG = "@+"  # PRIVMSG @#chan reaches the ops, +#chan the voiced and ops
-CHANNEL_MODES = "beIiklmnostv"
-# CHANMODES types: A (lists), B (always a parameter), C (parameter when set), D (flags)
-LIST_MODES, PARAM_MODES, SET_PARAM_MODES, FLAG_MODES, PREFIX_MODES = "beI", "k", "l", "imnst", "ov"
+
 
 def isupport(s: Client) -> list[str]:
     c = s.config

@@ -465,9 +465,10 @@ class Worker:
 
         for item in batch:
             cls = type(item)
-            if (cls is ChannelDelivery or cls is PrivateDelivery) and item.multi is not None:  # type: ignore[union-attr]
-                count += self._deliver_multiline(item, put)  # type: ignore[arg-type]
-            elif type(item) is ChannelDelivery:
+            if type(item) is ChannelDelivery:
+                if item.multi is not None:  # a draft/multiline message: its own forms
+                    count += self._deliver_multiline(item, put)
+                    continue
                 members = channels.get(item.key)
                 sender, body = item.sender, item.body
                 variants = (body, item.tags_time + body, item.tags_full + body)
@@ -491,6 +492,9 @@ class Worker:
                     elif echo:
                         put(me, echo)
             elif type(item) is PrivateDelivery:
+                if item.multi is not None:
+                    count += self._deliver_multiline(item, put)
+                    continue
                 to, sender, body = item.to, item.sender, item.body
                 variants = (body, item.tags_time + body, item.tags_full + body)
                 tagmsg = item.kind == "T"
@@ -561,14 +565,14 @@ class Worker:
         same form completes its command. Each form is built once per batch."""
         multi = item.multi
         assert multi is not None
-        forms: dict[tuple[int, bool], bytes] = {}
+        forms: dict[tuple[int, bool, bool], bytes] = {}
 
         def form(s: Session) -> bytes:
             batched = "draft/multiline" in s.caps and "batch" in s.caps
-            key = (s.tagmode, batched)
+            mode = s.tagmode
+            key = (mode, batched, mode == 3 and "server-time" in s.caps)  # tag mode 3: some_tags() reads caps
             data = forms.get(key)
             if data is None:
-                mode = s.tagmode
                 tags = ((b"", item.tags_time, item.tags_full)[mode] if mode < 3
                         else some_tags(s.caps, item.tags_full))
                 if batched:
