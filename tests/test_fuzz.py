@@ -37,7 +37,9 @@ CORPUS = [
     "OPER root wrong", "KILL alice :x", "KLINE *@* :x", "UNKLINE *@*", "WALLOPS :x", "REHASH", "ISON alice bob",
     "USERHOST alice bob", "LUSERS", "MOTD", "VERSION", "TIME", "ADMIN", "INFO", "PING :x", "PONG :x",
     "CHATHISTORY LATEST #w * 10", "CHATHISTORY BEFORE #w timestamp=2020-01-01T00:00:00.000Z 5",
-    "REGISTER * * pass", "QUIT :bye", "NICK", "USER", "PRIVMSG", "PRIVMSG #w", "JOIN", ":src PRIVMSG #w :spoof",
+    "REGISTER * * pass", "CAP REQ :batch draft/multiline", "BATCH +f draft/multiline #w", "BATCH -f",
+    "@batch=f PRIVMSG #w :line", "@batch=f;draft/multiline-concat PRIVMSG #w :more", "@batch=f NOTICE alice :x",
+    "QUIT :bye", "NICK", "USER", "PRIVMSG", "PRIVMSG #w", "JOIN", ":src PRIVMSG #w :spoof",
 ]
 
 SEPARATORS = [b"\r\n", b"\n", b"\r", b"\0", b" ", b"\r\r\n", b""]

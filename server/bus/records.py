@@ -37,6 +37,18 @@ from typing import Any, NamedTuple
 # -- what a worker publishes ---------------------------------------------------------
 
 
+class Multiline(NamedTuple):
+    """The forms of one IRCv3 ``draft/multiline`` message (one msgid), encoded once
+    by the sender's worker and carried by its :class:`Send` and deliveries.
+    Tags go in front of ``opener`` (capable clients) or of the first fallback line."""
+
+    opener: bytes  # b":n!u@h BATCH +ref draft/multiline #c\r\n"
+    inner: bytes  # the lines, each with batch=ref (and draft/multiline-concat), then b"BATCH -ref\r\n"
+    lines: tuple[bytes, ...]  # the fallback: one untagged PRIVMSG/NOTICE per non-blank line
+    tags_rest: bytes  # b"@time=...;account=... " for the fallback's later lines (no msgid)
+    stored: bytes  # the history row's line: the lines joined by LF, each with a marker tag
+
+
 class Send(NamedTuple):
     """A PRIVMSG (``kind`` ``"P"``), NOTICE (``"N"``) or TAGMSG (``"T"``), encoded
     once by the sender's worker; the bus checks (+n, +m, bans) and routes it."""
@@ -51,6 +63,7 @@ class Send(NamedTuple):
     msgid: str
     time: float
     token: int = 0
+    multi: Multiline | None = None  # a draft/multiline message (``body`` is its first fallback line)
 
 
 class Request(NamedTuple):
@@ -86,6 +99,7 @@ class ChannelDelivery(NamedTuple):
     tags_time: bytes
     body: bytes
     token: int
+    multi: Multiline | None = None
 
 
 class PrivateDelivery(NamedTuple):
@@ -98,6 +112,7 @@ class PrivateDelivery(NamedTuple):
     tags_time: bytes
     body: bytes
     token: int
+    multi: Multiline | None = None
 
 
 class Reply(NamedTuple):

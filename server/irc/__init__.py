@@ -14,6 +14,7 @@ from server.irc import (
     history,
     messaging,
     monitor,
+    multiline,
     operators,
     readmarker,
     redaction,
@@ -26,4 +27,4 @@ from server.irc.dispatch import dispatch
 from server.irc.registration import flush_nick
 
 __all__ = ["accounts", "channels", "dispatch", "flush_nick", "help", "history", "messaging", "monitor",
-           "operators", "readmarker", "redaction", "registration", "server_info", "stats", "users"]
+           "multiline", "operators", "readmarker", "redaction", "registration", "server_info", "stats", "users"]

@@ -10,11 +10,15 @@ below ``process/`` in the layering (tests/test_layering.py).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from server.bus.records import Multiline
 from server.ops.config import Config
 from server.protocol import Message, RemoteProtocolError
 from server.state.store import Store
+
+if TYPE_CHECKING:
+    from server.irc.multiline import MultilineBatch
 
 
 class WorkerView(Protocol):
@@ -68,6 +72,8 @@ class Client(Protocol):
     ping_sent: float | None
     forgotten: bool
     config: Config
+    multiline: MultilineBatch | None  # the draft/multiline batch being received
+    multiline_dropped: str | None
 
     @property
     def worker(self) -> WorkerView: ...
@@ -92,13 +98,15 @@ class Client(Protocol):
 
     def end_unit(self) -> None: ...
 
+    def relabel(self, label: str | None) -> str | None: ...
+
     # the bus
     def request(self, op: str, *args: Any, timeout: float = 15.0) -> Any: ...
 
     def notify(self, op: str, *args: Any) -> None: ...
 
     def send_message(self, target: str, is_channel: bool, kind: str, tags_full: bytes, tags_time: bytes,
-                     body: bytes, msgid: str, now: float) -> None: ...
+                     body: bytes, msgid: str, now: float, multi: Multiline | None = None) -> None: ...
 
     # lifecycle and limits
     def close(self, reason: str) -> None: ...

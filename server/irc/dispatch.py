@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from server.irc.commands import COMMANDS
+from server.irc.multiline import collect
 from server.irc.registration import flush_nick
 from server.protocol import LocalProtocolError, Message, RemoteProtocolError
 from server.protocol import numerics as N
@@ -47,6 +48,9 @@ def run(s: Client, msg: Message) -> None:
     verb = msg.verb
     cmd = COMMANDS.get(verb)
     try:
+        if "batch" in msg.tags and verb != "BATCH" and s.registered:
+            collect(s, msg)  # a line of a client batch (draft/multiline), not a command of its own
+            return
         if cmd is None:
             if not s.registered:
                 raise RemoteProtocolError(N.ERR_NOTREGISTERED, text="You have not registered")

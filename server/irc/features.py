@@ -10,6 +10,7 @@ from server.state import extban
 
 if TYPE_CHECKING:
     from server.irc.client import Client
+    from server.ops.config import Config
 
 
 log = logging.getLogger(__name__)
@@ -17,8 +18,8 @@ log = logging.getLogger(__name__)
 VERSION = "chatroom-0.1.0"
 CREATED = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 CAPS = ("account-notify", "account-tag", "away-notify", "batch", "cap-notify", "draft/account-registration",
-        "draft/chathistory", "echo-message", "extended-join", "invite-notify", "labeled-response", "message-tags",
-        "multi-prefix", "sasl", "server-time", "setname", "standard-replies", "userhost-in-names",
+        "draft/chathistory", "draft/multiline", "echo-message", "extended-join", "invite-notify", "labeled-response",
+        "message-tags", "multi-prefix", "sasl", "server-time", "setname", "standard-replies", "userhost-in-names",
         "extended-monitor", "draft/read-marker", "draft/message-redaction")
 CAP_VALUES = {"sasl": "PLAIN"}  # draft/account-registration: from the settings (accounts.registration_keys)
 USER_MODES = "Biow"  # B: a bot (IRCv3 bot-mode)
@@ -26,6 +27,21 @@ STATUSMSG = "@+"  # PRIVMSG @#chan reaches the ops, +#chan the voiced and ops
 CHANNEL_MODES = "beIiklmnostv"
 # CHANMODES types: A (lists), B (always a parameter), C (parameter when set), D (flags)
 LIST_MODES, PARAM_MODES, SET_PARAM_MODES, FLAG_MODES, PREFIX_MODES = "beI", "k", "l", "imnst", "ov"
+
+
+def multiline_value(c: Config) -> str | None:
+    """The ``draft/multiline`` cap value from the settings; None when it is off
+    (``multiline_max_bytes`` 0): then the cap is neither offered nor granted."""
+    if c.multiline_max_bytes <= 0:
+        return None
+    value = f"max-bytes={c.multiline_max_bytes}"
+    return value + f",max-lines={c.multiline_max_lines}" if c.multiline_max_lines > 0 else value
+
+
+def offered_caps(c: Config) -> tuple[str, ...]:
+    """The capabilities this configuration offers (CAPS minus those turned off)."""
+    return CAPS if multiline_value(c) is not None else tuple(x for x in CAPS if x != "draft/multiline")
+
 
 def isupport(s: Client) -> list[str]:
     c = s.config

@@ -34,25 +34,62 @@ def fail(code: str, *context: str, text: str) -> RemoteProtocolError:
     return RemoteProtocolError.fail("CHATHISTORY", code, *context, text=text)
 
 
+def _tags_for(s: Client, tags: str) -> dict[str, str]:
+    """A stored row's tags as this client asked for them (its tag mode)."""
+    if s.tagmode == 2:
+        items = (item.partition("=")[::2] for item in tags.split(";") if item)
+        return {k: unescape_tag_value(v) for k, v in items}
+    if s.tagmode:
+        kept = [t.partition("=") for t in tags.split(";")]
+        want = {"time"} if s.tagmode == 1 else {"account", "time"} if "server-time" in s.caps else {"account"}
+        return {k: unescape_tag_value(v) for k, _, v in kept if k in want}
+    return {}
+
+
+def render_row(s: Client, tags: str, line: str) -> list[Message]:
+    """One stored row as messages for this client. A multiline message (its
+    lines joined by LF, each with a marker tag) is a ``draft/multiline`` batch
+    for a client with that cap and ``batch``, else its non-blank lines (the
+    msgid on the first only), as it was delivered live."""
+    if "\n" not in line and not line.startswith("@"):
+        msg = parse(line)
+        if msg.verb == "TAGMSG" and s.tagmode != 2:
+            return []
+        msg.tags = _tags_for(s, tags)
+        return [msg]
+    first = _tags_for(s, tags)
+    parts = [parse(part) for part in line.split("\n")]
+    if "draft/multiline" in s.caps and "batch" in s.caps:
+        ref = batch_ref("M")
+        src = parts[0].source
+        target = parts[0].params[0] if parts[0].params else "*"
+        out = [Message("BATCH", ("+" + ref, "draft/multiline", target), src, first)]
+        for p in parts:
+            concat = "draft/multiline-concat" in p.tags
+            p.tags = {"batch": ref, "draft/multiline-concat": ""} if concat else {"batch": ref}
+            out.append(p)
+        return [*out, Message("BATCH", ("-" + ref,))]
+    rest = {k: v for k, v in first.items() if k != "msgid"}
+    out = []
+    for p in parts:
+        if len(p.params) > 1 and p.params[1]:
+            p.tags = dict(rest) if out else first
+            out.append(p)
+    return out
+
+
+def render_rows(s: Client, rows: list[Row]) -> list[list[Message]]:
+    """Stored rows as messages for this client, one group per row."""
+    return [render_row(s, tags, line) for _, _, _, tags, line in rows]
+
+
 def render(s: Client, rows: list[Row], batch: str | None) -> list[Message]:
     """Stored rows as messages for this client: the tags it asked for, and the
     batch reference when there is one."""
-    out = []
-    full = s.tagmode == 2
-    for _, _, _, tags, line in rows:
-        msg = parse(line)
-        if msg.verb == "TAGMSG" and not full:
-            continue
-        if full:
-            msg.tags = dict(item.partition("=")[::2] for item in tags.split(";") if item)
-            msg.tags = {k: unescape_tag_value(v) for k, v in msg.tags.items()}
-        elif s.tagmode:
-            kept = [t.partition("=") for t in tags.split(";")]
-            want = {"time"} if s.tagmode == 1 else {"account", "time"} if "server-time" in s.caps else {"account"}
-            msg.tags = {k: unescape_tag_value(v) for k, _, v in kept if k in want}
-        if batch is not None:
-            msg.tags["batch"] = batch
-        out.append(msg)
+    out = [m for group in render_rows(s, rows) for m in group]
+    if batch is not None:
+        for m in out:
+            m.tags.setdefault("batch", batch)
     return out
 
 
@@ -61,8 +98,8 @@ def in_batch(s: Client, kind: str, params: tuple[str, ...], msgs: list[Message])
         return msgs
 
     ref = batch_ref("H")
-    for m in msgs:
-        m.tags["batch"] = ref
+    for m in msgs:  # a nested (multiline) batch's lines keep their own reference
+        m.tags.setdefault("batch", ref)
     src = s.config.server_name
     return [Message("BATCH", ("+" + ref, kind, *params), src), *msgs, Message("BATCH", ("-" + ref,), src)]
 
@@ -178,10 +215,10 @@ def chathistory(s: Client, msg: Message) -> None:
                 a2 = _position(store, key, sel, "before")
                 if a2 is not None and b2 is not None:
                     rows = store.history(key, after=b2, before=a2, limit=limit)
-    out = render(s, rows, None)
+    groups = render_rows(s, rows)
     if dm:
-        name_parties(s, rows, out, key, shown)
-    s.emit(in_batch(s, "chathistory", (shown,), out))
+        name_parties(s, rows, groups, key, shown)
+    s.emit(in_batch(s, "chathistory", (shown,), [m for group in groups for m in group]))
 
 
 def around(store: Store, key: str, selector: str, limit: int) -> list[Row]:
@@ -228,6 +265,7 @@ def partner_name(store: Store, key: str, me: str, online: str | None) -> str | N
     partner = partner_of(key, me)
     mine: str | None = None
     for _, _, _, tags, line in reversed(store.history(key, limit=50)):
+        line = line.partition("\n")[0]  # a multiline message's first line
         msg = parse(line)
         if sender_identity(tags, line) == partner:
             return (msg.source or "").partition("!")[0] or None
@@ -236,17 +274,23 @@ def partner_name(store: Store, key: str, me: str, online: str | None) -> str | N
     return mine
 
 
-def name_parties(s: Client, rows: list[Row], msgs: list[Message], key: str, partner: str) -> None:
+def name_parties(s: Client, rows: list[Row], groups: list[list[Message]], key: str, partner: str) -> None:
     """In a conversation's history, each message's target is the party it was
     sent to, spelled as now: the partner for this client's own messages, this
     client's nick for the partner's (the spec lets servers rewrite them so).
-    ``msgs`` are ``rows`` rendered, one for one."""
+    ``groups`` are ``rows`` rendered, a group per row (a multiline message's
+    batch opener names the target in its third parameter)."""
     me = my_identity(s)
     self_talk = partner_of(key, me) == me
-    for (_, _, _, tags, line), m in zip(rows, msgs, strict=True):
-        if m.params:
-            mine = not self_talk and sender_identity(tags, line) == me
-            m.params = (partner if mine else s.nick, *m.params[1:])
+    for (_, _, _, tags, line), group in zip(rows, groups, strict=True):
+        mine = not self_talk and sender_identity(tags, line.partition("\n")[0]) == me
+        name = partner if mine else s.nick
+        for m in group:
+            if m.verb == "BATCH":
+                if len(m.params) == 3:
+                    m.params = (*m.params[:2], name)
+            elif m.params:
+                m.params = (name, *m.params[1:])
 
 
 def targets(s: Client, start: str, end: str, limit: int) -> None:

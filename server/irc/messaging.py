@@ -48,6 +48,11 @@ def server_time(now: float | None = None) -> str:
     return f"{cached[1]}.{int(now * 1000) % 1000:03d}Z"
 
 
+def msgid_for(prefix: str) -> str:
+    """A fresh msgid: the worker's ``msgid_prefix`` and a per-process counter."""
+    return f"{prefix}{next(_msg_counter):x}"
+
+
 @functools.lru_cache(maxsize=64)
 def _some_tags(tags_full: bytes, with_time: bool) -> bytes:
     kept = [t for t in tags_full[1:-1].split(b";")
@@ -99,7 +104,7 @@ def relay(s: Client, msg: Message, kind: str) -> None:
                 SERVICES[fold](s, msg.params[1])
             continue
         # one msgid per target: each copy is its own message (and its own history row)
-        msgid = tags["msgid"] = f"{worker.msgid_prefix}{next(_msg_counter):x}"
+        msgid = tags["msgid"] = msgid_for(worker.msgid_prefix)
         tags_full = f"@{format_tags(tags)} ".encode()
         shown = status + worker.channel_names.get(fold, name) if chan else target
         fold = status + fold

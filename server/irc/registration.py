@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 
 from server.irc.accounts import protect_nick, registration_keys
 from server.irc.commands import command
-from server.irc.features import CAP_VALUES, CAPS, CHANNEL_MODES, CREATED, USER_MODES, VERSION, isupport
+from server.irc.features import (
+    CAP_VALUES,
+    CHANNEL_MODES,
+    CREATED,
+    USER_MODES,
+    VERSION,
+    isupport,
+    multiline_value,
+    offered_caps,
+)
 from server.irc.logins import LoginRefused, check
 from server.irc.server_info import lusers_replies, motd_replies
 from server.protocol import (
@@ -46,11 +55,13 @@ def cap(s: Client, msg: Message) -> None:
             s.cap_version = max(s.cap_version, version)
         if s.cap_version >= 302:
             s.caps.add("cap-notify")
+        caps = offered_caps(s.config)
         if s.cap_version >= 302:
-            values = {**CAP_VALUES, "draft/account-registration": ",".join(registration_keys(s))}
-            offered = " ".join(f"{c}={values[c]}" if values.get(c) else c for c in CAPS)
+            values = {**CAP_VALUES, "draft/account-registration": ",".join(registration_keys(s)),
+                      "draft/multiline": multiline_value(s.config) or ""}
+            offered = " ".join(f"{c}={values[c]}" if values.get(c) else c for c in caps)
         else:
-            offered = " ".join(CAPS)
+            offered = " ".join(caps)
         s.send(Message("CAP", (nick, "LS", offered), src))
     elif sub == "LIST":
         s.send(Message("CAP", (nick, "LIST", " ".join(sorted(s.caps))), src))
@@ -59,7 +70,8 @@ def cap(s: Client, msg: Message) -> None:
             s.cap_negotiating = True
         wanted = msg.params[1].split() if len(msg.params) > 1 else []
         names = [w.lstrip("-") for w in wanted]
-        ok = all(n in CAPS for n in names)
+        caps = offered_caps(s.config)
+        ok = all(n in caps for n in names)
         s.send(Message("CAP", (nick, "ACK" if ok else "NAK", " ".join(wanted)), src))
         if ok:
             for w in wanted:

@@ -106,6 +106,9 @@ class Config:
     # -- modern clients (IRCv3)
     monitor_max: int = 100  # nicks one client may MONITOR (MONITOR= in 005)
     redact_window: float = 900.0  # seconds a sender may REDACT its own message (0: any time)
+    # -- draft/multiline: one message of several lines (0 bytes: the cap is not offered)
+    multiline_max_bytes: int = 4096
+    multiline_max_lines: int = 32  # 0: no line limit (max-lines not advertised)
     # -- internals
     thread_stack_kib: int = 256
     thread_keep: float = 10.0  # seconds a client thread whose client left waits to serve the next

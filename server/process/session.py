@@ -33,9 +33,10 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from server.bus.records import Request, Send
+from server.bus.records import Multiline, Request, Send
 from server.irc import dispatch, flush_nick
 from server.irc.commands import batch_ref
+from server.irc.multiline import MultilineBatch
 from server.ops.tls import TLSState
 from server.process.sendq import Output
 from server.process.websocket import WebSocketState
@@ -104,6 +105,11 @@ def add_tag(line: bytes, tag: bytes) -> bytes:
     if line.startswith(b"@"):
         return b"@" + tag + b";" + line[1:]
     return b"@" + tag + b" " + line
+
+
+def batch_tagged(item: Message | RemoteProtocolError) -> bool:
+    """Whether a client's line carries a ``batch`` tag (a line of a client batch)."""
+    return isinstance(item, Message) and "batch" in item.tags
 
 
 def has_batch_tag(line: bytes) -> bool:
@@ -177,6 +183,9 @@ class Session:
         self.units: deque[Unit] = deque()
         self.unit: Unit | None = None  # the command the client thread runs now
         self.unit_thread = 0  # ... and that thread's ident
+        # a draft/multiline batch the client is sending (server/irc/multiline.py)
+        self.multiline: MultilineBatch | None = None
+        self.multiline_dropped: str | None = None  # the ref of the last batch refused: its lines are ignored
 
     # -- identity -----------------------------------------------------------
     @property
@@ -237,6 +246,16 @@ class Session:
             self.units.append(u)
         self.unit, self.unit_thread = u, threading.get_ident()
         return u
+
+    def relabel(self, label: str | None) -> str | None:
+        """Give the running command's unit another label (None: none); returns the
+        old one. A multiline batch moves its opener's label to its closing line."""
+        u = self.current_unit()
+        if u is None:
+            return None
+        with self.order_lock:
+            old, u.label = u.label, label
+        return old
 
     def end_unit(self) -> None:
         """The handler returned: the unit closes once its items complete."""
@@ -301,8 +320,10 @@ class Session:
             return b"".join(lines)
         ref = batch_ref("L")
         inner = b"batch=" + ref.encode()
+        # an item may hold several lines (a multiline message's batch): each is tagged on its own
+        split = [part + b"\r\n" for item in lines for part in item.split(b"\r\n") if part]
         return b"".join([Message("BATCH", ("+" + ref, "labeled-response"), src, {"label": label}).to_bytes(),
-                         *[line if has_batch_tag(line) else add_tag(line, inner) for line in lines],
+                         *[line if has_batch_tag(line) else add_tag(line, inner) for line in split],
                          Message("BATCH", ("-" + ref,), src).to_bytes()])
 
     def _sendq_exceeded(self) -> None:
@@ -348,7 +369,7 @@ class Session:
         self.worker.publish(Request(self.sid, token, op, args))
 
     def send_message(self, target: str, is_channel: bool, kind: str, tags_full: bytes, tags_time: bytes,
-                     body: bytes, msgid: str, now: float) -> None:
+                     body: bytes, msgid: str, now: float, multi: Multiline | None = None) -> None:
         """Publish a PRIVMSG/NOTICE/TAGMSG; its completion (echo, error) closes it."""
         worker = self.worker
         u = self._count()
@@ -356,7 +377,7 @@ class Session:
         if u is not None:
             token = worker.new_token()
             worker.sending[token] = u
-        worker.publish(Send(self.sid, target, is_channel, kind, tags_full, tags_time, body, msgid, now, token))
+        worker.publish(Send(self.sid, target, is_channel, kind, tags_full, tags_time, body, msgid, now, token, multi))
 
     # -- lifecycle ----------------------------------------------------------
     def close(self, reason: str) -> None:
@@ -484,6 +505,13 @@ class Session:
                 return plain
             data = self._recv()
 
+    def in_batch(self, item: Message | RemoteProtocolError) -> bool:
+        """Whether ``item`` is a line of the multiline batch open now. Such lines
+        are not charged one by one: the batch's BATCH lines are, and its size is
+        bounded by ``multiline_max_lines`` and ``multiline_max_bytes``."""
+        b = self.multiline
+        return b is not None and isinstance(item, Message) and item.tags.get("batch") == b.ref
+
     def throttle(self, backlog: int) -> float:
         """Charge one line to the token bucket; return how long to hold it back.
 
@@ -544,11 +572,17 @@ def handle_client(session: Session) -> None:
                 delay = session.throttle(1)
                 if delay:
                     time.sleep(delay)
-            for i, item in enumerate(items):
-                if flood:  # every item, rejected lines too: each one costs a reply
-                    delay = session.throttle(len(items) - i)
-                    if delay:
-                        time.sleep(delay)
+            # lines tagged for a client batch are left out of the backlog that decides
+            # "Excess Flood", and those of the open batch are not charged (Session.in_batch)
+            left = sum(1 for item in items if not batch_tagged(item)) if flood else 0
+            for item in items:
+                if flood:
+                    if not session.in_batch(item):  # every item, rejected lines too: each costs a reply
+                        delay = session.throttle(max(left, 1))
+                        if delay:
+                            time.sleep(delay)
+                    if not batch_tagged(item):
+                        left -= 1
                 dispatch(session, item)
                 if session.is_closing():
                     break

@@ -474,6 +474,9 @@ class Worker:
         for item in batch:
             cls = type(item)
             if type(item) is ChannelDelivery:
+                if item.multi is not None:  # a draft/multiline message: its own forms
+                    count += self._deliver_multiline(item, put)
+                    continue
                 members = channels.get(item.key)
                 sender, body = item.sender, item.body
                 variants = (body, item.tags_time + body, item.tags_full + body)
@@ -497,6 +500,9 @@ class Worker:
                     elif echo:
                         put(me, echo)
             elif type(item) is PrivateDelivery:
+                if item.multi is not None:
+                    count += self._deliver_multiline(item, put)
+                    continue
                 to, sender, body = item.to, item.sender, item.body
                 variants = (body, item.tags_time + body, item.tags_full + body)
                 tagmsg = item.kind == "T"
@@ -560,6 +566,53 @@ class Worker:
             observe = self.stats.latency.observe
             for t in stamps:
                 observe(now - t)
+
+    def _deliver_multiline(self, item: ChannelDelivery | PrivateDelivery, put: Put) -> int:
+        """A draft/multiline message: the batch to clients with ``draft/multiline``
+        and ``batch``, the fallback lines to others; the sender's echo in the
+        same form completes its command. Each form is built once per batch."""
+        multi = item.multi
+        assert multi is not None
+        forms: dict[tuple[int, bool, bool], bytes] = {}
+
+        def form(s: Session) -> bytes:
+            batched = "draft/multiline" in s.caps and "batch" in s.caps
+            mode = s.tagmode
+            key = (mode, batched, mode == 3 and "server-time" in s.caps)  # tag mode 3: some_tags() reads caps
+            data = forms.get(key)
+            if data is None:
+                tags = ((b"", item.tags_time, item.tags_full)[mode] if mode < 3
+                        else some_tags(s.caps, item.tags_full))
+                if batched:
+                    data = tags + multi.opener + multi.inner
+                else:  # msgid on the first line only; the other tags on every line
+                    rest = (b"", item.tags_time, multi.tags_rest)[mode] if mode < 3 else tags
+                    data = tags + multi.lines[0] + b"".join(rest + line for line in multi.lines[1:])
+                forms[key] = data
+            return data
+
+        sender = item.sender
+        count = 0
+        to_self = False
+        if isinstance(item, ChannelDelivery):
+            receivers = [m for sid, m in self.channels.get(item.key, {}).items() if sid != sender]
+        else:
+            to_self = item.to == sender
+            them = self.sessions.get(item.to) if not to_self else None
+            receivers = [them] if them is not None else []
+        for m in receivers:
+            put(m, form(m))
+            count += 1
+        me = self.sessions.get(sender)
+        if me is not None:  # the sender's worker: its echo, and the completion
+            echo = form(me) if me.echo or to_self else None
+            unit = self.sending.pop(item.token, None) if item.token else None
+            if unit is not None:
+                me.complete(unit, [echo] if echo else [])
+            elif echo:
+                put(me, echo)
+            count += to_self
+        return count
 
     @staticmethod
     def _variant(s: Session, variants: tuple[bytes, bytes, bytes], tags_full: bytes) -> bytes:

@@ -448,7 +448,8 @@ class Bus:
         """A history row; its id is its place in the bus order."""
         self.history_id += 1
         # kept as bytes here (inside the bus lock); the committer decodes them
-        self.job.rows.append((self.history_id, key, item.msgid, item.time, item.kind, item.tags_full, item.body))
+        line = item.body if item.multi is None else item.multi.stored  # a multiline message: one row
+        self.job.rows.append((self.history_id, key, item.msgid, item.time, item.kind, item.tags_full, line))
 
     def _request(self, worker: int, item: Request) -> None:
         token, op = item.token, item.op
@@ -547,15 +548,15 @@ class Bus:
                 for msid, modes in ch.members.items():
                     if msid != sid and any(m in modes for m in wanted):
                         job.box(reg.users[msid].worker).append(
-                            PrivateDelivery(msid, 0, kind, item.tags_full, item.tags_time, item.body, 0))
+                            PrivateDelivery(msid, 0, kind, item.tags_full, item.tags_time, item.body, 0, item.multi))
                 job.box(worker).append(ChannelDelivery(target, sid, kind, item.tags_full, item.tags_time, item.body,
-                                                       token))
+                                                       token, item.multi))
             elif item.is_channel:
                 ch = reg.channels.get(target)
                 if ch is None:
                     raise RemoteProtocolError(numerics.ERR_NOSUCHCHANNEL, target, text="No such channel")
                 reg.check_send(sid, ch)
-                out = ChannelDelivery(target, sid, kind, item.tags_full, item.tags_time, item.body, token)
+                out = ChannelDelivery(target, sid, kind, item.tags_full, item.tags_time, item.body, token, item.multi)
                 for w in ch.workers:
                     job.box(w).append(out)
                 if worker not in ch.workers:
@@ -570,7 +571,8 @@ class Bus:
                 if user.away is not None and kind == "P":
                     job.box(worker).append(Reply(sid, numerics.RPL_AWAY, (user.nick,), user.away))
                 item = _addressed(item, user.nick)
-                delivery = PrivateDelivery(user.sid, sid, kind, item.tags_full, item.tags_time, item.body, token)
+                delivery = PrivateDelivery(user.sid, sid, kind, item.tags_full, item.tags_time, item.body, token,
+                                           item.multi)
                 job.box(user.worker).append(delivery)
                 if user.worker != worker:
                     job.box(worker).append(delivery)  # the sender's echo and completion
