@@ -175,3 +175,17 @@ def test_a_private_message_names_the_target_by_its_nick(server: Server) -> None:
     alice.send("NOTICE BOB :again")
     assert alice.expect("NOTICE").params == ("BoB", "again")
     assert bob.expect("NOTICE").params == ("BoB", "again")
+
+
+def test_a_relayed_line_stays_within_512_bytes(server: Server) -> None:
+    alice = server.client("alice", caps=("echo-message",))
+    bob = server.client("bob")
+    alice.join("#long")
+    bob.join("#long")
+    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    text = "é" * 246 + " xy"  # "PRIVMSG #long :" + 495 bytes: the longest line a client may send
+    alice.send("PRIVMSG #long :" + text)
+    got = bob.expect("PRIVMSG")
+    assert alice.expect("PRIVMSG").params[1] == got.params[1], "the echo shows what the others got"
+    room = 512 - len(f":{got.source} PRIVMSG #long :\r\n".encode())
+    assert got.params[1] == "é" * (room // 2), "cut to fit, on a character boundary"

@@ -13,6 +13,7 @@ from server.irc.accounts import SERVICES
 from server.irc.commands import command
 from server.irc.features import STATUSMSG
 from server.protocol import (
+    MAX_BODY,
     Message,
     RemoteProtocolError,
     casefold,
@@ -110,7 +111,17 @@ def relay(s: Client, msg: Message, kind: str) -> None:
         fold = status + fold
         params = (shown,) if kind == "T" else (shown, msg.params[1])
         body = Message(verb, params, prefix).to_bytes()
+        if len(body) > MAX_BODY and kind != "T":
+            body = Message(verb, (shown, _fit(msg.params[1], len(body) - MAX_BODY)), prefix).to_bytes()
         s.send_message(fold, chan, kind, tags_full, tags_time, body, msgid, now)
+
+
+def _fit(text: str, excess: int) -> str:
+    """``text`` less ``excess`` bytes at its end, cut on a character boundary:
+    the relayed line (with the sender's prefix) stays within 512 bytes, as a
+    client's own line must (what the sender's echo shows is what was sent)."""
+    data = text.encode()
+    return data[:max(0, len(data) - excess)].decode("utf-8", "ignore")
 
 
 @command("PRIVMSG")
