@@ -183,6 +183,22 @@ def test_labeled_privmsg_to_a_missing_nick_labels_the_401(lab: tuple[Server, IRC
     assert err.verb == "401"
 
 
+def test_labeled_privmsg_to_an_away_nick_holds_the_301_and_the_echo(lab: tuple[Server, IRCClient, IRCClient]) -> None:
+    _, alice, bob = lab
+    bob.send("AWAY :lunch")
+    bob.expect("306")
+    alice.send("@label=e5 PRIVMSG bob :there?")
+    msgs = reply(alice, "e5")
+    assert msgs[0].verb == "BATCH" and msgs[0].params[1] == "labeled-response"
+    ref = msgs[0].params[0][1:]
+    assert [m.verb for m in msgs[1:-1]] == ["301", "PRIVMSG"]
+    assert all(m.tags.get("batch") == ref for m in msgs[1:-1])
+    assert msgs[1].params[-1] == "lunch"
+    alice.send("PRIVMSG bob :still there?")  # unlabeled: the 301 and the echo come before the PONG
+    alice.send("PING after-away")
+    assert [m.verb for m in until_pong(alice, "after-away")] == ["301", "PRIVMSG"]
+
+
 def test_labeled_privmsg_without_echo_is_acked(start_server: Callable[..., Server]) -> None:
     server = start_server(workers=4)
     alice = server.client("alice", ("labeled-response", "batch", "message-tags"))

@@ -123,6 +123,7 @@ class Reply(NamedTuple):
     params: tuple[str, ...]
     text: str
     token: int = 0
+    final: bool = True  # False: informational (RPL_AWAY), the token's completion follows
 
 
 class Result(NamedTuple):

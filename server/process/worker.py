@@ -540,6 +540,11 @@ class Worker:
                     # params may echo a client's trailing parameter: reply() makes them valid
                     line = error_reply(RemoteProtocolError(item.numeric, *item.params, text=item.text),
                                        self.config.server_name, me.nick).to_bytes()
+                    if not item.final:  # (RPL_AWAY) inside the command's output, before its completion
+                        unit = sending.get(item.token) if item.token else None
+                        if unit is None or not me.hold(unit, line):
+                            put(me, line)
+                        continue
                     unit = sending.pop(item.token, None) if item.token else None
                     if unit is not None:
                         me.complete(unit, [line])

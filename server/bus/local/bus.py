@@ -569,7 +569,7 @@ class Bus:
                 if user is None or not user.registered:
                     raise RemoteProtocolError(numerics.ERR_NOSUCHNICK, target, text="No such nick/channel")
                 if user.away is not None and kind == "P":
-                    job.box(worker).append(Reply(sid, numerics.RPL_AWAY, (user.nick,), user.away))
+                    job.box(worker).append(Reply(sid, numerics.RPL_AWAY, (user.nick,), user.away, token, False))
                 item = _addressed(item, user.nick)
                 delivery = PrivateDelivery(user.sid, sid, kind, item.tags_full, item.tags_time, item.body, token,
                                            item.multi)
