@@ -339,3 +339,55 @@ class SaveKlines(NamedTuple):
 
 
 Effect = SaveChannel | SaveKlines
+
+
+# -- cluster mode: the entries of the shared log (server/bus/cluster/bus.py) -------------
+
+
+class LogBatch(NamedTuple):
+    """A worker's published batch, as one entry of the cluster log. ``worker``
+    is the cluster-wide worker id (node index * 1000 + local index); ``time``
+    is the origin node's clock, the time every node applies it at."""
+
+    node: int
+    worker: int
+    time: float
+    batch: tuple[Published, ...]
+
+
+class NodeUp(NamedTuple):
+    """A node (re)started: the clients its previous incarnation left in the log
+    are gone; ``incarnation`` names this run (NodeDown must match it)."""
+
+    node: int
+    name: str
+    incarnation: str
+
+
+class NodeDown(NamedTuple):
+    """A node stopped heartbeating: its clients are gone (appended by any node;
+    applied only while ``incarnation`` is the node's current one)."""
+
+    node: int
+    incarnation: str
+    reason: str
+
+
+class WorkerDropped(NamedTuple):
+    """A worker of some node died: its clients are gone."""
+
+    worker: int
+    reason: str
+
+
+class WorkerRestored(NamedTuple):
+    """A node re-announces one worker's clients and channels into a new log
+    (the old one was lost with Redis): :mod:`server.state.rebuild`."""
+
+    worker: int
+    time: float
+    users: tuple[SessionImage, ...]
+    channels: tuple[ChannelImage, ...]
+
+
+LogEntry = LogBatch | NodeUp | NodeDown | WorkerDropped | WorkerRestored

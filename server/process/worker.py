@@ -131,7 +131,8 @@ class Worker:
         self.running = True
         self.publishing = False
         self._store: Store | None = None
-        self._sid_base = (os.getpid() & 0xFFFFFF) << 32
+        # the node index (cluster mode, else 0) and the pid: unique across processes and nodes
+        self._sid_base = ((config.node_index & 0x3F) << 56) | (os.getpid() & 0xFFFFFF) << 32
         self._sid_next = 0
         self._sid_lock = threading.Lock()
         self.msgid_prefix = secrets.token_hex(3) + f"{index:x}"

@@ -1,0 +1,577 @@
+"""Cluster mode: several nodes, one network, one order, on one Redis stream.
+
+Each node is a whole server (supervisor, acceptor, workers, manager). Its
+manager serves a :class:`ClusterBus` instead of the local
+:class:`~server.bus.local.bus.Bus`; the workers do not change. The cluster is a
+replicated state machine with Redis as the sequencer:
+
+* **One log, one order.** ``publish()`` does not apply a batch: it appends it
+  (a pickled :class:`LogBatch`: the records, the node, the cluster-wide worker
+  id, the origin's clock) to the stream :data:`STREAM` with one Lua call that
+  first checks the log's epoch (so no entry of a lost log ever lands in a new
+  one), and returns. One tailer thread per node reads the stream in order
+  (``XREAD BLOCK``) and applies every entry exactly as the local bus applies a
+  batch (:meth:`Bus.publish`, under the bus lock), with the entry's time as
+  the clock. Every node's registry therefore goes through the same states in
+  the same order: one order per channel (indeed one order for everything),
+  nick claims decided by log order, modes, bans and kicks everywhere. Of what
+  an entry produces, a node keeps only what is for its own workers.
+* **One completion per token** still holds: the completion goes to the
+  publishing worker when its own node applies the entry; a batch that cannot
+  be appended (Redis unreachable) is completed at once, locally, with
+  ``400 <command> :Cluster unavailable...`` (a NOTICE with a bare ``Done``).
+* **Stored before shown**, per node: every node stores every row in log order
+  in its own SQLite (the local bus's group commit), so CHATHISTORY on any node
+  returns the same rows in the same order. Row ids are each node's own; the
+  order and the msgids are the same everywhere (a replayed row is ignored by
+  its msgid).
+* **Ids are cluster-wide.** A node's index comes from Redis by its name
+  (``HSETNX`` on :data:`NODES`), worker ids are ``index * 1000 + local index``
+  and session ids and tokens carry the index in their high bits
+  (``Worker.new_sid``).
+* **Nodes come and go through the log.** A starting node appends
+  :class:`NodeUp` (its previous incarnation's clients are gone) and replays the
+  whole stream with deliveries off until it reaches that entry (a new node
+  catches up the same way). Each node keeps a heartbeat key with a TTL
+  (``node_timeout``); any node that finds another's key gone appends
+  :class:`NodeDown` for that incarnation, and applying it drops the node's
+  clients everywhere (QUITs; the nicks are free). A dead worker
+  (:class:`WorkerDropped`) goes through the log too.
+* **Redis lost.** While Redis is unreachable the node keeps its clients,
+  completes what needs the log with the error above, and the tailer retries
+  with back-off. If the log is still there when Redis is back (same epoch),
+  the node carries on where it was. If it is gone (a new epoch: Redis
+  restarted without its data), each node resets its registry and re-announces
+  its own clients and channels (:class:`WorkerRestored`, applied by
+  :mod:`server.state.rebuild`: the first to connect keeps a clashing nick, the
+  other becomes ``Guest<digits>``).
+
+What a client sees in each case is in docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import secrets
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from server.bus.local.bus import Bus, _Job
+from server.bus.records import (
+    ChannelDelivery,
+    ChannelImage,
+    Delivered,
+    Disconnect,
+    Done,
+    LogBatch,
+    LogEntry,
+    NodeDown,
+    NodeUp,
+    PrivateDelivery,
+    Published,
+    Reply,
+    Request,
+    Result,
+    Send,
+    SessionImage,
+    Stamp,
+    WorkerDropped,
+    WorkerRestored,
+)
+from server.protocol import numerics
+from server.state import rebuild
+from server.state.registry import Registry
+
+log = logging.getLogger(__name__)
+
+STREAM = "chatroom:log"  # the one log
+EPOCH = "chatroom:epoch"  # names the current log; a new value means the old log is gone
+NODES = "chatroom:nodes"  # node name -> node index
+NODE_SEQ = "chatroom:nodeseq"
+HEARTBEAT = "chatroom:node:"  # + index: the node's incarnation, with a TTL of node_timeout
+WORKER_SPAN = 1000  # cluster-wide worker id = node index * WORKER_SPAN + local index
+MAX_NODES = 63  # session ids keep the node index in bits 56-61
+MAX_PENDING = 5000  # own entries appended but not yet applied before publishers wait
+COMMANDS = {"P": "PRIVMSG", "N": "NOTICE", "T": "TAGMSG"}
+UNAVAILABLE = "Cluster unavailable (Redis cannot be reached); not done, try again"
+
+# Append only into the log this node knows (KEYS[1] stream, KEYS[2] epoch key).
+APPEND = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return redis.error_reply('EPOCH the log changed')
+end
+return redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+"""
+
+
+class EpochChanged(Exception):
+    """The log this node followed is gone."""
+
+
+def _sid_order(eid: str) -> tuple[int, int]:
+    ms, _, seq = eid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class ClusterBus(Bus):
+    """The bus of one node of a cluster (see the module docstring)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        self.node_name = str(settings.get("node_name") or socket.gethostname())
+        self.node_timeout = float(settings.get("node_timeout", 10.0))
+        self.heartbeat_interval = float(settings.get("heartbeat_interval", 1.0))
+        self.node_index = 0
+        self.replaying = True
+        self.foreign = False
+        super().__init__(settings)
+        # The registry is a function of the log: nothing from this node's disk.
+        self.registry.registered = {}
+        self.registry.klines = []
+        self.entry_time = time.time()
+        self.clock = lambda: self.entry_time
+        url = str(settings["cluster_url"])
+        password = settings.get("cluster_password") or None
+
+        def client(timeout: float) -> Any:  # redis.Redis (its stubs type replies loosely)
+            # no silent retries: a reconnect must go through the epoch check
+            return redis.Redis.from_url(url, password=password, socket_connect_timeout=2.0,
+                                        socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
+
+        self.redis: Any = client(5.0)
+        self.tail_redis: Any = client(5.0)
+        self.append_script = self.redis.register_script(APPEND)
+        self.available = False
+        self.available_since = 0.0
+        self.lost = False
+        self.epoch = ""
+        self.last_id = "0-0"
+        self.incarnation = secrets.token_hex(8)
+        self.incarnations: dict[int, str] = {}  # node index -> its current incarnation, as the log says
+        self.names: dict[int, str] = {}
+        self.down_sent: set[tuple[int, str]] = set()
+        self.inflight: dict[int, tuple[int, Published]] = {}  # token -> (worker, item): appended, not applied
+        self.owed: list[LogEntry] = []  # appended once Redis is back (a client that left, a dead worker)
+        self.appended = 0
+        self.applied_own = 0
+        self.applied = 0
+        self.cross_node = 0
+        self.rtt = 0.0
+        self.unavailable_count = 0
+        self.epochs = 0
+        self.pending_space = threading.Condition(self.lock)
+        self.entry_handlers: dict[type, Any] = {
+            LogBatch: self._apply_batch, NodeUp: self._apply_node_up, NodeDown: self._apply_node_down,
+            WorkerDropped: self._apply_worker_dropped, WorkerRestored: self._apply_restored,
+        }
+        self._join(bool(settings.get("resume")))
+        threading.Thread(target=self.tail, name="cluster-tailer", daemon=True).start()
+        threading.Thread(target=self.heartbeat, name="cluster-heartbeat", daemon=True).start()
+
+    # -- joining the cluster ----------------------------------------------------
+    def _join(self, resume: bool) -> None:
+        """Get this node's index, join the current log, catch up (deliveries off)."""
+        deadline = time.monotonic() + 30.0
+        delay = 0.1
+        while True:
+            try:
+                self.node_index = self._claim_index()
+                self.redis.set(EPOCH, secrets.token_hex(8), nx=True)
+                self.epoch = (self.redis.get(EPOCH) or b"").decode()
+                break
+            except redis.RedisError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cluster: cannot reach Redis at {self._where()}: {exc}") from None
+                log.warning("cluster: Redis at %s not reachable (%s); retrying", self._where(), exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        if resume:
+            # A new manager of a running node: the log has our clients; catch
+            # up to its end and keep our incarnation (taken from our last NodeUp).
+            last = self.redis.xrevrange(STREAM, count=1)
+            target = last[0][0].decode() if last else "0-0"
+        else:
+            self._beat()
+            target = self._append(NodeUp(self.node_index, self.node_name, self.incarnation))
+        while _sid_order(self.last_id) < _sid_order(target):
+            self._read(block=None)
+        with self.lock:
+            self.replaying = False
+        self.available = True
+        self.available_since = time.monotonic()
+        log.info("cluster: node %s is node %d of the log at %s (epoch %s, %d entries replayed)", self.node_name,
+                 self.node_index, self._where(), self.epoch, self.applied)
+
+    def _claim_index(self) -> int:
+        got = self.redis.hget(NODES, self.node_name)
+        if got is None:
+            self.redis.hsetnx(NODES, self.node_name, int(self.redis.incr(NODE_SEQ)))
+            got = self.redis.hget(NODES, self.node_name)
+        index = int(got or 0)
+        if not 1 <= index <= MAX_NODES:
+            raise RuntimeError(f"cluster: node index {index} out of 1..{MAX_NODES} (reset {NODES} in Redis)")
+        return index
+
+    def _where(self) -> str:
+        kw = self.redis.connection_pool.connection_kwargs
+        return f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}"
+
+    def gid(self, worker: int) -> int:
+        """The cluster-wide id of this node's worker ``worker``."""
+        return self.node_index * WORKER_SPAN + worker
+
+    # -- the log ------------------------------------------------------------------
+    def _append(self, entry: LogEntry) -> str:
+        """Append one entry to the current log (raises RedisError, EpochChanged)."""
+        data = pickle.dumps(entry, protocol=5)
+        started = time.perf_counter()
+        try:
+            eid = self.append_script(keys=[STREAM, EPOCH], args=[self.epoch, data])
+        except redis.ResponseError as exc:
+            if str(exc).startswith("EPOCH"):
+                self.available = False
+                self.lost = True
+                raise EpochChanged() from None
+            raise
+        self.rtt = time.perf_counter() - started
+        return eid.decode() if isinstance(eid, bytes) else str(eid)
+
+    def _read(self, block: int | None) -> None:
+        resp = self.tail_redis.xread({STREAM: self.last_id}, count=1000, block=block)
+        for _stream, entries in resp or ():
+            for eid, fields in entries:
+                self.last_id = eid.decode()
+                self.applied += 1
+                try:
+                    entry = pickle.loads(fields[b"e"])
+                    self.entry_handlers[type(entry)](entry)
+                except Exception:
+                    log.exception("cluster: entry %s failed", self.last_id)
+
+    def tail(self) -> None:
+        """Apply the log in order; on a lost connection, retry with back-off."""
+        delay = 0.1
+        while True:
+            try:
+                if not self.available:
+                    self._reconnect()
+                    delay = 0.1
+                self._read(block=1000)
+            except (redis.RedisError, EpochChanged) as exc:
+                self._unavailable(exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _unavailable(self, exc: BaseException) -> None:
+        if self.available:
+            log.warning("cluster: Redis at %s unreachable (%s): commands that need the log fail until it is back",
+                        self._where(), exc or type(exc).__name__)
+            self.unavailable_count += 1
+        self.available = False
+
+    def _reconnect(self) -> None:
+        """Redis answers again: same log, carry on; a new one, re-announce."""
+        started = time.perf_counter()
+        self.redis.ping()
+        self.rtt = time.perf_counter() - started
+        epoch = self.redis.get(EPOCH)
+        if self.lost or epoch is None or epoch.decode() != self.epoch:
+            self._rebuild_log()
+        self._beat()
+        self.available_since = time.monotonic()
+        self.available = True
+        owed, self.owed = self.owed, []
+        for entry in owed:
+            self._append(entry)
+        log.warning("cluster: Redis at %s reachable again (epoch %s)", self._where(), self.epoch)
+
+    def _rebuild_log(self) -> None:
+        """The log is gone: reset the registry and re-announce our own clients."""
+        with self.lock:
+            images = self._images()
+            failed = self._fail_inflight("Cluster log lost (Redis restarted); not done, try again")
+            self.registry = self._fresh_registry()
+            self.incarnations = {}
+            self.restored = {}
+            self.down_sent = set()
+            self.last_id = "0-0"
+            self.owed = [e for e in self.owed if isinstance(e, WorkerDropped)]
+        self.redis.set(EPOCH, secrets.token_hex(8), nx=True)
+        self.epoch = (self.redis.get(EPOCH) or b"").decode()
+        self.lost = False
+        self.epochs += 1
+        log.warning("cluster: the log was lost (Redis restarted without its data): re-announcing %d clients of "
+                    "this node in a new log (epoch %s); %d commands in flight failed",
+                    sum(len(u) for u, _ in images.values()), self.epoch, failed)
+        self._beat()
+        self._append(NodeUp(self.node_index, self.node_name, self.incarnation))
+        now = time.time()
+        for worker, (users, channels) in images.items():
+            self._append(WorkerRestored(worker, now, tuple(users), tuple(channels)))
+
+    def _fresh_registry(self) -> Registry:
+        old = self.registry
+        s = self.settings
+        reg = Registry(self._emit, casemapping=s.get("casemapping", "rfc1459"),
+                       channel_len=int(s.get("channel_len", 64)), max_channels=int(s.get("max_channels", 0)),
+                       max_list=int(s.get("max_list", 100)))
+        reg.accounts = old.accounts
+        reg.registered = {}
+        reg.klines = []
+        reg.persist_channel = old.persist_channel
+        reg.history_mark = old.history_mark
+        return reg
+
+    def _images(self) -> dict[int, tuple[list[SessionImage], list[ChannelImage]]]:
+        """This node's registered clients and their channels, per worker (lock held)."""
+        reg = self.registry
+        out: dict[int, tuple[list[SessionImage], list[ChannelImage]]] = {}
+        for u in reg.users.values():
+            if u.worker // WORKER_SPAN == self.node_index and u.registered:
+                out.setdefault(u.worker, ([], []))[0].append(SessionImage(
+                    u.sid, u.nick, u.user, u.realname, u.ip, u.host, u.tls, u.account, u.away,
+                    "".join(sorted(u.modes)), u.signon))
+        for ch in reg.channels.values():
+            state = rebuild.state_of(ch, (self.entry_time, 1))
+            for worker, (_users, channels) in out.items():
+                members = tuple((sid, m) for sid, m in ch.members.items() if reg.users[sid].worker == worker)
+                if members:
+                    channels.append(ChannelImage(ch.key, ch.name, state, members))
+        return out
+
+    def heartbeat(self) -> None:
+        """Keep this node's key alive; declare dead the nodes whose key is gone."""
+        while True:
+            time.sleep(self.heartbeat_interval)
+            if not self.available:
+                continue
+            try:
+                self._beat()
+                epoch = self.redis.get(EPOCH)
+                if epoch is None or epoch.decode() != self.epoch:
+                    self.lost = True
+                    self._unavailable(EpochChanged("the log changed"))
+                    continue
+                # Only a node that has itself been connected for a whole
+                # node_timeout judges others (after an outage, everyone's key
+                # may have expired; give them the time to beat again).
+                if time.monotonic() - self.available_since < self.node_timeout:
+                    continue
+                others = [(n, inc) for n, inc in list(self.incarnations.items()) if n != self.node_index]
+                if not others:
+                    continue
+                beats = self.redis.mget([f"{HEARTBEAT}{n}" for n, _ in others])
+                for (n, inc), beat in zip(others, beats, strict=True):
+                    if (beat is None or beat.decode() != inc) and (n, inc) not in self.down_sent:
+                        self.down_sent.add((n, inc))
+                        log.warning("cluster: node %s (%d) stopped heartbeating: declaring it down",
+                                    self.names.get(n, "?"), n)
+                        self._append(NodeDown(n, inc, f"{self.names.get(n, n)} *.split"))
+            except (redis.RedisError, EpochChanged) as exc:
+                self._unavailable(exc)
+            except Exception:
+                log.exception("cluster: heartbeat failed")
+
+    def _beat(self) -> None:
+        started = time.perf_counter()
+        self.redis.set(f"{HEARTBEAT}{self.node_index}", self.incarnation, px=int(self.node_timeout * 1000))
+        self.rtt = time.perf_counter() - started
+
+    # -- applying entries (tailer thread) -------------------------------------------
+    def _apply_batch(self, e: LogBatch) -> None:
+        own = e.node == self.node_index
+        if own:
+            with self.lock:
+                for item in e.batch:
+                    if not isinstance(item, Stamp) and item.token:
+                        self.inflight.pop(item.token, None)
+                self.applied_own += 1
+                self.pending_space.notify_all()
+        self.entry_time = e.time
+        self.foreign = not own
+        try:
+            Bus.publish(self, e.worker, list(e.batch))
+        finally:
+            self.foreign = False
+
+    def _apply_node_up(self, e: NodeUp) -> None:
+        with self.lock:
+            self.incarnations[e.node] = e.incarnation
+            self.names[e.node] = e.name
+            if e.node == self.node_index and bool(self.settings.get("resume")) and self.replaying:
+                self.incarnation = e.incarnation  # a new manager of a running node keeps its run's name
+            n = self._drop_node(e.node, "Node restarted")
+            self._queue(self.job)
+            self.queued.notify()
+        if n:
+            log.info("cluster: node %s restarted: %d clients of its last run dropped", e.name, n)
+
+    def _apply_node_down(self, e: NodeDown) -> None:
+        with self.lock:
+            if self.incarnations.get(e.node) != e.incarnation:
+                return  # already down, or restarted since
+            del self.incarnations[e.node]
+            mine = e.node == self.node_index
+            gone = [(u.worker, u.sid) for u in self.registry.users.values() if u.worker // WORKER_SPAN == e.node]
+            n = self._drop_node(e.node, e.reason)
+            if mine and not self.replaying:
+                # Declared dead by the others (this node could not beat in
+                # time): its clients are gone everywhere, so close them.
+                for w, sid in gone:
+                    self.job.box(w).append(Disconnect(sid, "Node declared down; please reconnect"))
+            self._queue(self.job)
+            self.queued.notify()
+        log.warning("cluster: node %s (%d) down: %d clients dropped", self.names.get(e.node, "?"), e.node, n)
+        if mine and not self.replaying:
+            self.incarnation = secrets.token_hex(8)
+            try:
+                self._beat()
+                self._append(NodeUp(self.node_index, self.node_name, self.incarnation))
+            except (redis.RedisError, EpochChanged) as exc:
+                self._unavailable(exc)
+
+    def _drop_node(self, node: int, reason: str) -> int:
+        workers = {u.worker for u in self.registry.users.values() if u.worker // WORKER_SPAN == node}
+        return sum(self.registry.drop_worker(w, reason) for w in sorted(workers))
+
+    def _apply_worker_dropped(self, e: WorkerDropped) -> None:
+        with self.lock:
+            self.registry.drop_worker(e.worker, e.reason)
+            self._queue(self.job)
+            self.queued.notify()
+
+    def _apply_restored(self, e: WorkerRestored) -> None:
+        with self.lock:
+            self.entry_time = e.time
+            n = rebuild.restore(self.registry, e.worker, list(e.users), list(e.channels), self.restored, e.time)
+            self._queue(self.job)
+            self.queued.notify()
+        log.info("cluster: worker %d re-announced %d clients in %d channels", e.worker, n, len(e.channels))
+
+    def _queue(self, job: _Job) -> None:
+        """Keep only what is for this node's workers (nothing while catching up)."""
+        me = self.node_index
+        for w in list(job.out):
+            if self.replaying or w // WORKER_SPAN != me:
+                del job.out[w]
+            elif self.foreign:
+                self.cross_node += sum(type(d) in (ChannelDelivery, PrivateDelivery) for d in job.out[w])
+        super()._queue(job)
+
+    # -- what the workers and the supervisor call ---------------------------------------
+    def publish(self, worker: int, batch: list[Published]) -> int:
+        """Append the batch to the log (applied when the tailer reads it back)."""
+        gid = self.gid(worker)
+        batch = [self._globalize(item, gid) for item in batch]
+        entry = LogBatch(self.node_index, gid, time.time(), tuple(batch))
+        with self.lock:
+            for item in batch:
+                if not isinstance(item, Stamp) and item.token:
+                    self.inflight[item.token] = (gid, item)
+        try:
+            if not self.available:
+                raise redis.ConnectionError("not connected")
+            self._append(entry)
+            self.appended += 1
+        except (redis.RedisError, EpochChanged) as exc:
+            self._unavailable(exc)
+            with self.lock:
+                for item in batch:
+                    if isinstance(item, Stamp):
+                        continue
+                    if item.token:
+                        self.inflight.pop(item.token, None)
+                        self._fail(gid, item, UNAVAILABLE)
+                    if type(item) is Request and item.op == "disconnect":
+                        # the client is gone whatever happens: tell the log later
+                        self.owed.append(LogBatch(self.node_index, gid, time.time(),
+                                                  (Request(item.sid, 0, "disconnect", item.args),)))
+            return 0
+        with self.lock:
+            deadline = time.monotonic() + 5.0
+            while self.appended - self.applied_own > MAX_PENDING and time.monotonic() < deadline:
+                self.pending_space.wait(0.1)
+            return len(self.inboxes.get(gid, ()))
+
+    @staticmethod
+    def _globalize(item: Published, gid: int) -> Published:
+        """A ``connect`` names its worker by local index: make it cluster-wide."""
+        if type(item) is Request and item.op == "connect":
+            return item._replace(args=(item.args[0], gid, *item.args[2:]))
+        return item
+
+    def _fail(self, gid: int, item: Published, text: str) -> None:
+        """Complete an item that never reached the log (lock held)."""
+        box = self._inbox(gid)
+        record: Delivered
+        if type(item) is Send:
+            record = (Done(item.sid, item.token) if item.kind == "N" else
+                      Reply(item.sid, numerics.ERR_UNKNOWNERROR, (COMMANDS.get(item.kind, "PRIVMSG"),), text,
+                            item.token))
+        elif type(item) is Request:
+            record = Result(item.token, "err", (numerics.ERR_UNKNOWNERROR, (item.op.upper(),), text))
+        else:
+            return
+        box.append(record)
+        self.ready[gid].notify()
+
+    def _fail_inflight(self, text: str) -> int:
+        """Complete every item appended to a log that is gone (lock held)."""
+        n = len(self.inflight)
+        for gid, item in self.inflight.values():
+            self._fail(gid, item, text)
+        self.inflight.clear()
+        return n
+
+    def fetch(self, worker: int, timeout: float = 1.0) -> list[Delivered]:
+        return super().fetch(self.gid(worker), timeout)
+
+    def drop_worker(self, worker: int, reason: str = "Connection closed") -> int:
+        """A local worker died: forget what waits for it now; its clients leave
+        through the log."""
+        gid = self.gid(worker)
+        entry = WorkerDropped(gid, reason)
+        with self.lock:
+            self.generations[gid] = self.generations.get(gid, 0) + 1
+            self.inboxes[gid] = []
+            self.space.notify_all()
+            n = sum(1 for u in self.registry.users.values() if u.worker == gid)
+        try:
+            if not self.available:
+                raise redis.ConnectionError("not connected")
+            self._append(entry)
+        except (redis.RedisError, EpochChanged) as exc:
+            self._unavailable(exc)
+            self.owed.append(entry)
+        return n
+
+    def restore(self, worker: int, users: list[SessionImage], channels: list[ChannelImage]) -> int:
+        """A new manager of a running node: the log already holds the worker's
+        clients (replayed at start), so there is nothing to add."""
+        gid = self.gid(worker)
+        with self.lock:
+            return sum(1 for u in self.registry.users.values() if u.worker == gid)
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        with self.lock:
+            out["depth"] = {w % WORKER_SPAN: d for w, d in out["depth"].items() if w // WORKER_SPAN == self.node_index}
+            out.update({
+                "node_index": self.node_index,
+                "cluster_available": self.available,
+                "cluster_rtt": self.rtt,
+                "cluster_cross_node": self.cross_node,
+                "cluster_pending": max(0, self.appended - self.applied_own),
+                "cluster_applied": self.applied,
+                "cluster_nodes": len(self.incarnations),
+                "cluster_outages": self.unavailable_count,
+                "cluster_epochs": self.epochs,
+            })
+        return out
