@@ -81,7 +81,8 @@ class Cluster:
     def node(self, name: str, workers: int = 2, *extra: str) -> Server:
         return self._start("--workers", str(workers), "--data-dir", str(self.tmp / f"data-{name}"),
                            "--cluster-url", self.redis.url, "--node-name", name,
-                           "--set", f"node_timeout={NODE_TIMEOUT}", "--set", "heartbeat_interval=0.3", *extra)
+                           "--set", f"node_timeout={NODE_TIMEOUT}", "--set", "heartbeat_interval=0.3",
+                           "--set", "flood_exempt=127.0.0.0/8", *extra)
 
 
 @pytest.fixture
@@ -156,3 +157,220 @@ def test_nick_collision_across_nodes_is_case_folded(cluster: Cluster) -> None:
     third = a.client()
     third.send("NICK AL{ICE")  # rfc1459: [ and { are one letter
     assert third.expect("433").params[1] == "AL{ICE"
+
+
+CAPS = ("draft/chathistory", "batch", "server-time", "message-tags")
+
+
+def history(c: IRCClient, line: str) -> list[tuple[str, str]]:
+    """(msgid, text) of a CHATHISTORY batch, in order."""
+    c.send(line)
+    start = c.expect("BATCH")
+    ref = start.params[0][1:]
+    out = []
+    while True:
+        m = c.expect(lambda m: m.tags.get("batch") == ref or (m.verb == "BATCH" and m.params[0] == "-" + ref))
+        if m.verb == "BATCH":
+            return out
+        out.append((m.tags["msgid"], m.params[-1]))
+
+
+def test_one_order_per_channel_across_nodes_and_workers(cluster: Cluster) -> None:
+    a, b = nodes(cluster)
+    clients = [a.client("a1"), a.client("a2"), b.client("b1"), b.client("b2")]
+    assert a.worker_of("a1") != a.worker_of("a2") and b.worker_of("b1") != b.worker_of("b2")
+    for c in clients:
+        c.join("#order")
+    for c in clients:
+        c.sync()
+    per = 60
+    for i in range(per):  # every sender's lines interleave with the others' in the log
+        for c in clients:
+            c.send(f"PRIVMSG #order :{c.nick} {i}")
+    seen = {}
+    for c in clients:
+        # each sees the other three's lines (no echo-message): 3 * per
+        got = [c.expect("PRIVMSG", timeout=20) for _ in range(3 * per)]
+        seen[c.nick] = [m.params[1] for m in got]
+    for nick, lines in seen.items():
+        assert all(not t.startswith(nick + " ") for t in lines)
+        for other in clients:  # each sender's own order is kept
+            mine = [t for t in lines if t.startswith(other.nick + " ")]
+            assert mine == ([] if other.nick == nick else [f"{other.nick} {i}" for i in range(per)])
+    # one sequence: the order of any two senders' lines is the same for every
+    # member that sees both
+    for x in seen:
+        for y in seen:
+            common = set(seen[x]) & set(seen[y])
+            assert [t for t in seen[x] if t in common] == [t for t in seen[y] if t in common], (x, y)
+
+
+def test_modes_bans_and_kick_across_nodes(cluster: Cluster) -> None:
+    a, b = nodes(cluster)
+    alice = a.client("alice")
+    bob = b.client("bob")
+    alice.join("#m")
+    bob.join("#m")
+    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    alice.send("MODE #m +m")
+    assert bob.expect("MODE").params[:2] == ("#m", "+m")
+    bob.send("PRIVMSG #m :can I speak?")
+    assert bob.expect("404").params[1] == "#m"
+    alice.send("MODE #m +v bob")
+    assert bob.expect("MODE").params == ("#m", "+v", "bob")
+    bob.send("PRIVMSG #m :now I can")
+    assert alice.expect("PRIVMSG").params == ("#m", "now I can")
+    alice.send("MODE #m +b bob!*@*")
+    bob.expect(lambda m: m.verb == "MODE" and m.params[1] == "+b")
+    alice.send("KICK #m bob :out")
+    kick = bob.expect("KICK")
+    assert kick.params == ("#m", "bob", "out") and kick.source.startswith("alice!")
+    bob.send("JOIN #m")
+    assert bob.expect("474").params[1] == "#m"
+    bob.send("TOPIC #m :mine")
+    assert bob.expect("442").params[1] == "#m"
+    alice.send("TOPIC #m :set on node a")
+    alice.expect("TOPIC")
+    bob.send("TOPIC #m")
+    assert bob.expect("332").params[-1] == "set on node a"
+
+
+def test_chathistory_on_node_b_returns_what_was_said_on_node_a(cluster: Cluster) -> None:
+    a, b = nodes(cluster)
+    alice = a.client("alice", caps=("echo-message", *CAPS))
+    reader = b.client("reader", caps=CAPS)
+    alice.join("#h")
+    reader.join("#h")
+    texts = [f"line {i}" for i in range(12)]
+    alice.send("".join(f"PRIVMSG #h :{t}\r\n" for t in texts).encode())
+    sent = [alice.expect("PRIVMSG") for _ in texts]
+    ids = [m.tags["msgid"] for m in sent]
+    got = [reader.expect("PRIVMSG") for _ in texts]
+    assert [m.params[1] for m in got] == texts
+    on_b = history(reader, "CHATHISTORY LATEST #h * 20")
+    on_a = history(alice, "CHATHISTORY LATEST #h * 20")
+    assert on_b == list(zip(ids, texts, strict=True))
+    assert on_a == on_b
+    alice.send("PRIVMSG reader :private from a")
+    reader.expect("PRIVMSG")
+    assert [t for _, t in history(reader, "CHATHISTORY LATEST alice * 5")] == ["private from a"]
+
+
+def test_kill_9_of_a_node_frees_its_nicks_within_node_timeout(cluster: Cluster) -> None:
+    a, b = nodes(cluster)
+    alice = a.client("alice")
+    bob = b.client("bob")
+    carol = b.client("carol")
+    alice.join("#k")
+    bob.join("#k")
+    carol.join("#k")
+    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("carol!"))
+    killed = time.monotonic()
+    os.killpg(b.proc.pid, signal.SIGKILL)  # the whole node: supervisor, manager, workers, acceptor
+    margin = 4.0
+    quits = [alice.expect("QUIT", timeout=NODE_TIMEOUT + margin) for _ in range(2)]
+    took = time.monotonic() - killed
+    assert sorted(q.source.split("!")[0] for q in quits) == ["bob", "carol"]
+    assert took < NODE_TIMEOUT + margin
+    a.wait_log(r".*cluster: node b \(2\) down: 2 clients dropped.*")
+    again = a.client("bob")  # the nick is free again
+    again.join("#k")
+    alice.send("NAMES #k")
+    assert sorted(n.lstrip("@") for n in alice.expect("353").params[-1].split()) == ["alice", "bob"]
+
+
+def test_redis_stopped_and_started_again_during_traffic(cluster: Cluster) -> None:
+    a, b = nodes(cluster)
+    alice = a.client("alice", caps=("echo-message",))
+    bob = b.client("bob")
+    alice.join("#r")
+    bob.join("#r")
+    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    alice.send("PRIVMSG #r :before")
+    assert bob.expect("PRIVMSG").params[1] == "before"
+    cluster.redis.stop()  # without persistence: the log is gone for good
+    # commands that need the log fail with a clear error; connections stay up
+    deadline = time.monotonic() + 10
+    while True:
+        alice.send("PRIVMSG #r :during")
+        m = alice.expect(lambda m: m.verb in ("PRIVMSG", "400"))
+        if m.verb == "400":
+            assert "Cluster unavailable" in m.params[-1]
+            break
+        assert time.monotonic() < deadline, "no 400 while Redis is down"
+    alice.send("PING :still-here")
+    alice.expect("PONG")
+    bob.send("PING :still-here")
+    bob.expect("PONG")
+    cluster.redis.start()
+    a.wait_log(r".*cluster: the log was lost.*re-announcing 1 clients.*", timeout=20)
+    b.wait_log(r".*cluster: the log was lost.*re-announcing 1 clients.*", timeout=20)
+    # back: same nicks, same channel, no reconnect
+    deadline = time.monotonic() + 15
+    while True:
+        alice.send("PRIVMSG #r :after")
+        m = alice.expect(lambda m: m.verb in ("PRIVMSG", "400", "404", "401", "403"))
+        if m.verb == "PRIVMSG" and m.params[1] == "after":
+            break
+        assert time.monotonic() < deadline, f"chat did not resume: {m.to_line()}"
+        time.sleep(0.2)
+    assert bob.expect(lambda m: m.verb == "PRIVMSG" and m.params[1] == "after").source.startswith("alice!")
+    bob.send("NAMES #r")
+    assert sorted(n.lstrip("@") for n in bob.expect("353").params[-1].split()) == ["alice", "bob"]
+    newcomer = b.client()
+    newcomer.send("NICK alice")  # still taken, cluster-wide
+    newcomer.expect("433")
+    assert not alice.closed and not bob.closed
+
+
+def test_without_cluster_url_redis_is_never_imported(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    poison = tmp_path / "poison"
+    (poison / "redis").mkdir(parents=True)
+    marker = tmp_path / "redis-imported"
+    (poison / "redis" / "__init__.py").write_text(f"open({str(marker)!r}, 'a').write('imported\\n')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(poison), str(ROOT)])}
+    subprocess.run([sys.executable, "-c", "import redis"], env={**os.environ, **env}, check=True)
+    assert marker.exists(), "the poison works"
+    marker.unlink()
+    srv = start_server(env=env)
+    alice = srv.client("alice")
+    bob = srv.client("bob")
+    alice.join("#x")
+    bob.join("#x")
+    alice.send("PRIVMSG #x :hi")
+    assert bob.expect("PRIVMSG").params[1] == "hi"
+    srv.stop()
+    assert not marker.exists(), "a single server imported redis"
+
+
+class Spread:
+    """Looks like one server to a core test; its clients alternate between the
+    two nodes (so every 'across workers' test is across nodes too)."""
+
+    def __init__(self, c: Cluster) -> None:
+        self.nodes = nodes(c)
+        self.n = 0
+        self.placed: dict[str, Server] = {}
+
+    def client(self, nick: str | None = None, caps: tuple[str, ...] = (), **kw: object) -> IRCClient:
+        node = self.nodes[self.n % 2]
+        self.n += 1
+        if nick is not None:
+            self.placed.setdefault(nick, node)
+        return node.client(nick, caps, **kw)
+
+    def worker_of(self, nick: str, timeout: float = 10.0) -> tuple[int, int]:
+        node = self.placed[nick]
+        return node.port, node.worker_of(nick, timeout)
+
+
+CORE = [test_core_chat.test_channel_and_private_chat_across_workers, test_core_chat.test_errors_for_bad_targets,
+        test_core_chat.test_outside_messages_refused_by_default, test_core_chat.test_nick_change_seen_once_by_each_peer,
+        test_core_chat.test_quit_reason_shown_and_nick_freed, test_core_chat.test_nick_collision_across_workers,
+        test_core_chat.test_nick_and_user_in_one_write_register_in_one_step_or_get_433,
+        test_core_chat.test_join_several_channels_with_keys_and_join_zero, test_core_chat.test_names_topic_and_whois]
+
+
+@pytest.mark.parametrize("core", CORE, ids=[t.__name__.removeprefix("test_") for t in CORE])
+def test_core_chat_in_cluster_mode(cluster: Cluster, core: Callable[[Server], None]) -> None:
+    core(Spread(cluster))  # type: ignore[arg-type]
