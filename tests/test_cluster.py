@@ -39,8 +39,9 @@ def free_port() -> int:
 class Redis:
     """A throw-away redis-server without persistence."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, persistent: bool = False) -> None:
         self.tmp = tmp
+        self.persistent = persistent
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -48,7 +49,8 @@ class Redis:
     def start(self) -> None:
         assert REDIS is not None
         self.proc = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
              "--dir", str(self.tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -62,9 +64,13 @@ class Redis:
         raise AssertionError("redis-server did not start")
 
     def stop(self) -> None:
+        """SIGKILL (the data is gone) or, persistent, SIGTERM (Redis saves)."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+            if self.persistent:
+                self.proc.terminate()
+            else:
+                self.proc.kill()
+            self.proc.wait(10)
         self.proc = None
 
     @property
@@ -86,8 +92,8 @@ class Cluster:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[Redis]:
-    r = Redis(tmp_path)
+def redis_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Redis]:
+    r = Redis(tmp_path, persistent=request.node.get_closest_marker("persistent_redis") is not None)
     yield r
     r.stop()
 
@@ -321,6 +327,33 @@ def test_redis_stopped_and_started_again_during_traffic(cluster: Cluster) -> Non
     newcomer.send("NICK alice")  # still taken, cluster-wide
     newcomer.expect("433")
     assert not alice.closed and not bob.closed
+
+
+@pytest.mark.persistent_redis
+def test_redis_restarted_with_its_data_carries_on_with_the_same_log(cluster: Cluster) -> None:
+    a, b = nodes(cluster)
+    alice = a.client("alice")
+    bob = b.client("bob")
+    alice.join("#p")
+    bob.join("#p")
+    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    cluster.redis.stop()
+    bob.send("PRIVMSG #p :during")
+    assert "Cluster unavailable" in bob.expect("400").params[-1]
+    cluster.redis.start()
+    a.wait_log(r".*cluster: Redis at .* reachable again.*", timeout=20)
+    b.wait_log(r".*cluster: Redis at .* reachable again.*", timeout=20)
+    deadline = time.monotonic() + 15
+    while True:
+        bob.send("PRIVMSG #p :after")
+        bob.sync()
+        if not [m for m in bob.drain() if m.verb == "400"]:
+            break
+        assert time.monotonic() < deadline
+    assert alice.expect("PRIVMSG").params[1] == "after"
+    assert not [line for line in a.lines + b.lines if "log was lost" in line]
+    # nobody was declared down for the beats missed during the outage
+    alice.expect_none("QUIT", timeout=NODE_TIMEOUT + 1)
 
 
 def test_without_cluster_url_redis_is_never_imported(start_server: Callable[..., Server], tmp_path: Path) -> None:
