@@ -356,6 +356,27 @@ def test_redis_restarted_with_its_data_carries_on_with_the_same_log(cluster: Clu
     alice.expect_none("QUIT", timeout=NODE_TIMEOUT + 1)
 
 
+def test_metrics_of_a_node(cluster: Cluster) -> None:
+    from tests.test_observability import scrape, value, wait_until
+
+    a, _ = nodes(cluster)
+    port = free_port()
+    c = cluster.node("c", 1, "--metrics-port", str(port))
+    alice = a.client("alice")
+    carol = c.client("carol")
+    alice.join("#x")
+    carol.join("#x")
+    for i in range(3):
+        alice.send(f"PRIVMSG #x :{i}")
+        carol.expect("PRIVMSG")
+    samples = wait_until("cross-node deliveries", lambda: scrape(port),
+                         lambda s: value(s, "chatroom_cluster_cross_node_deliveries_total") >= 3)
+    assert value(samples, "chatroom_cluster_up") == 1
+    assert value(samples, "chatroom_cluster_nodes") == 3
+    assert 0 < value(samples, "chatroom_cluster_redis_rtt_seconds") < 1
+    assert value(samples, "chatroom_cluster_pending_publishes") >= 0
+
+
 def test_without_cluster_url_redis_is_never_imported(start_server: Callable[..., Server], tmp_path: Path) -> None:
     poison = tmp_path / "poison"
     (poison / "redis").mkdir(parents=True)
