@@ -262,6 +262,28 @@ def test_chathistory_on_node_b_returns_what_was_said_on_node_a(cluster: Cluster)
     assert [t for _, t in history(reader, "CHATHISTORY LATEST alice * 5")] == ["private from a"]
 
 
+def test_accounts_registered_on_one_node_work_on_the_other(cluster: Cluster) -> None:
+    a, b = nodes(cluster)
+    alice = a.client("alice")
+    alice.send("REGISTER alice * :hunter22")
+    assert alice.expect("REGISTER").params[:2] == ("SUCCESS", "alice")
+    other = b.client("other")
+    other.send("PRIVMSG NickServ :IDENTIFY alice hunter22")
+    assert other.expect("900").params[2] == "alice"
+    alice.send("PRIVMSG NickServ :SET PASSWORD newpass1")
+    assert "Password changed" in alice.expect("NOTICE").params[1]
+    third = b.client("third")
+    third.send("PRIVMSG NickServ :IDENTIFY alice hunter22")
+    assert "Invalid" in third.expect("NOTICE").params[1]
+    third.send("PRIVMSG NickServ :IDENTIFY alice newpass1")
+    assert third.expect("900").params[2] == "alice"
+    alice.send("PRIVMSG NickServ :DROP newpass1")
+    assert "dropped" in alice.expect("NOTICE").params[1]
+    third.expect(lambda m: m.verb == "NOTICE" and "identified" in m.params[1])
+    third.send("PRIVMSG NickServ :INFO alice")
+    assert "not registered" in third.expect("NOTICE").params[1]
+
+
 def test_kill_9_of_a_node_frees_its_nicks_within_node_timeout(cluster: Cluster) -> None:
     a, b = nodes(cluster)
     alice = a.client("alice")
@@ -354,6 +376,31 @@ def test_redis_restarted_with_its_data_carries_on_with_the_same_log(cluster: Clu
     assert not [line for line in a.lines + b.lines if "log was lost" in line]
     # nobody was declared down for the beats missed during the outage
     alice.expect_none("QUIT", timeout=NODE_TIMEOUT + 1)
+
+
+@pytest.mark.server_errors  # the supervisor logs the manager's death as an error
+def test_a_nodes_manager_killed_is_replaced_and_its_clients_stay(cluster: Cluster) -> None:
+    a, b = nodes(cluster)
+    alice = a.client("alice")
+    bob = b.client("bob")
+    alice.join("#c")
+    bob.join("#c")
+    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    pid = int(a.wait_log(r".*manager ready \(pid (\d+)\).*").group(1))
+    os.kill(pid, signal.SIGKILL)
+    a.wait_log(r".*manager replaced in .*", timeout=20)
+    deadline = time.monotonic() + 15
+    while True:  # the first lines may get "try again" while the workers restore
+        alice.send("PRIVMSG #c :after the new manager")
+        alice.sync()
+        if not [m for m in alice.drain() if m.verb == "400"]:
+            break
+        assert time.monotonic() < deadline
+    assert bob.expect("PRIVMSG").params[1] == "after the new manager"
+    bob.send("PRIVMSG alice :and back")
+    assert alice.expect("PRIVMSG").params[1] == "and back"
+    bob.sync()
+    assert not [m for m in bob.drain() if m.verb == "QUIT"], "alice never left"
 
 
 def test_metrics_of_a_node(cluster: Cluster) -> None:

@@ -390,4 +390,14 @@ class WorkerRestored(NamedTuple):
     channels: tuple[ChannelImage, ...]
 
 
-LogEntry = LogBatch | NodeUp | NodeDown | WorkerDropped | WorkerRestored
+class AccountSync(NamedTuple):
+    """An account as the node that created or changed it stored it (``None``:
+    dropped), for the other nodes' databases; it precedes the request that
+    tells the registries."""
+
+    node: int
+    fold: str
+    record: tuple[str, str, str | None] | None  # name, password hash, email
+
+
+LogEntry = LogBatch | NodeUp | NodeDown | WorkerDropped | WorkerRestored | AccountSync

@@ -65,6 +65,7 @@ from redis.retry import Retry
 
 from server.bus.local.bus import Bus, _Job
 from server.bus.records import (
+    AccountSync,
     ChannelDelivery,
     ChannelImage,
     Delivered,
@@ -170,6 +171,7 @@ class ClusterBus(Bus):
         self.entry_handlers: dict[type, Any] = {
             LogBatch: self._apply_batch, NodeUp: self._apply_node_up, NodeDown: self._apply_node_down,
             WorkerDropped: self._apply_worker_dropped, WorkerRestored: self._apply_restored,
+            AccountSync: self._apply_account,
         }
         self._join(bool(settings.get("resume")))
         threading.Thread(target=self.tail, name="cluster-tailer", daemon=True).start()
@@ -441,6 +443,29 @@ class ClusterBus(Bus):
         workers = {u.worker for u in self.registry.users.values() if u.worker // WORKER_SPAN == node}
         return sum(self.registry.drop_worker(w, reason) for w in sorted(workers))
 
+    def _account(self, fold: str) -> AccountSync:
+        """An account as this node's database has it (a worker just wrote it)."""
+        store = self.store
+        with store.lock:
+            row = store.conn.execute("SELECT name, password, email FROM accounts WHERE fold=?", (fold,)).fetchone()
+        return AccountSync(self.node_index, fold, (row[0], row[1], row[2]) if row else None)
+
+    def _apply_account(self, e: AccountSync) -> None:
+        """Another node's account write, into this node's database."""
+        if e.node == self.node_index:
+            return
+        store = self.store
+        with store.lock:
+            if e.record is None:
+                store.conn.execute("DELETE FROM accounts WHERE fold=?", (e.fold,))
+                store.conn.execute("DELETE FROM channel_access WHERE account=?", (e.fold,))
+            else:
+                name, password, email = e.record
+                store.conn.execute(
+                    "INSERT INTO accounts (fold, name, password, email, created) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT(fold) DO UPDATE SET name=excluded.name, password=excluded.password, "
+                    "email=excluded.email", (e.fold, name, password, email, self.entry_time))
+
     def _apply_worker_dropped(self, e: WorkerDropped) -> None:
         with self.lock:
             self.registry.drop_worker(e.worker, e.reason)
@@ -478,6 +503,9 @@ class ClusterBus(Bus):
         try:
             if not self.available:
                 raise redis.ConnectionError("not connected")
+            for item in batch:
+                if type(item) is Request and item.op in ("account_created", "account_dropped"):
+                    self._append(self._account(str(item.args[0])))
             self._append(entry)
             self.appended += 1
         except (redis.RedisError, EpochChanged) as exc:
