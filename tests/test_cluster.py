@@ -88,7 +88,7 @@ class Cluster:
         return self._start("--workers", str(workers), "--data-dir", str(self.tmp / f"data-{name}"),
                            "--cluster-url", self.redis.url, "--node-name", name,
                            "--set", f"node_timeout={NODE_TIMEOUT}", "--set", "heartbeat_interval=0.3",
-                           "--set", "flood_exempt=127.0.0.0/8", *extra)
+                           "--set", "flood_exempt=127.0.0.0/8", "--set", "snapshot_every=50", *extra)
 
 
 @pytest.fixture
@@ -282,6 +282,41 @@ def test_accounts_registered_on_one_node_work_on_the_other(cluster: Cluster) -> 
     third.expect(lambda m: m.verb == "NOTICE" and "identified" in m.params[1])
     third.send("PRIVMSG NickServ :INFO alice")
     assert "not registered" in third.expect("NOTICE").params[1]
+
+
+def test_snapshot_trims_the_log_and_a_new_node_starts_from_it(cluster: Cluster) -> None:
+    import redis
+
+    a, b = nodes(cluster)
+    alice = a.client("alice")
+    alice.send("REGISTER alice * :hunter22")
+    assert alice.expect("REGISTER").params[:2] == ("SUCCESS", "alice")
+    bob = b.client("bob")
+    alice.join("#s")
+    bob.join("#s")
+    alice.send("MODE #s +t")
+    alice.send("TOPIC #s :from before the snapshot")
+    bob.expect("TOPIC")
+    # node a (the lowest index) writes a snapshot every 50 entries (the fixture's snapshot_every)
+    for i in range(120):  # one at a time: an entry each
+        bob.send(f"PRIVMSG #s :{i}")
+        alice.expect("PRIVMSG")
+    a.wait_log(r".*cluster: snapshot after entry .* entries trimmed.*", timeout=20)
+    r = redis.Redis.from_url(cluster.redis.url)
+    assert r.xlen("chatroom:log") < 60
+    c = cluster.node("c", 1)
+    c.wait_log(r".*cluster: started from the snapshot after entry .*")
+    carol = c.client("carol")
+    carol.send("NICK bob")
+    assert carol.expect("433").params[1] == "bob"
+    carol.send("TOPIC #s")
+    assert carol.expect("332").params[-1] == "from before the snapshot"
+    carol.send("PRIVMSG NickServ :IDENTIFY alice hunter22")
+    assert carol.expect("900").params[2] == "alice"
+    carol.join("#s")
+    assert bob.expect("JOIN").source.startswith("carol!")
+    bob.send("PRIVMSG #s :hello carol")
+    assert carol.expect("PRIVMSG").params[1] == "hello carol"
 
 
 def test_kill_9_of_a_node_frees_its_nicks_within_node_timeout(cluster: Cluster) -> None:

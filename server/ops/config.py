@@ -122,6 +122,7 @@ class Config:
     node_name: str = ""  # this node's name in the cluster (empty: the host name); unique per node
     node_timeout: float = 10.0  # seconds without a heartbeat after which a node is declared down
     heartbeat_interval: float = 1.0
+    snapshot_every: int = 100_000  # log entries between snapshots (the log before one is trimmed)
     node_index: int = 0  # set at start from Redis (by node_name); not a setting
 
     def bus_settings(self) -> dict[str, Any]:
@@ -133,7 +134,7 @@ class Config:
         if self.cluster_url:
             settings.update({"cluster_url": self.cluster_url, "cluster_password": self.cluster_password,
                              "node_name": self.node_name, "node_timeout": self.node_timeout,
-                             "heartbeat_interval": self.heartbeat_interval})
+                             "heartbeat_interval": self.heartbeat_interval, "snapshot_every": self.snapshot_every})
         return settings
 
     def networks(self, name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -52,6 +52,7 @@ What a client sees in each case is in docs/cluster.md.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import secrets
 import socket
@@ -97,6 +98,11 @@ EPOCH = "chatroom:epoch"  # names the current log; a new value means the old log
 NODES = "chatroom:nodes"  # node name -> node index
 NODE_SEQ = "chatroom:nodeseq"
 HEARTBEAT = "chatroom:node:"  # + index: the node's incarnation, with a TTL of node_timeout
+SNAPSHOT = "chatroom:snapshot"  # the state of every registry after one entry (then the log before it is trimmed)
+POSITIONS = "chatroom:positions"  # node index -> "<last applied id> <unix time>"
+# registry attributes that are wiring, not state (a snapshot leaves them out)
+WIRING = frozenset({"emit", "persist_channel", "history_mark", "casemapping", "channel_len", "max_channels",
+                    "chantypes", "max_list"})
 WORKER_SPAN = 1000  # cluster-wide worker id = node index * WORKER_SPAN + local index
 MAX_NODES = 63  # session ids keep the node index in bits 56-61
 MAX_PENDING = 5000  # own entries appended but not yet applied before publishers wait
@@ -129,6 +135,9 @@ class ClusterBus(Bus):
         self.node_name = str(settings.get("node_name") or socket.gethostname())
         self.node_timeout = float(settings.get("node_timeout", 10.0))
         self.heartbeat_interval = float(settings.get("heartbeat_interval", 1.0))
+        self.snapshot_every = int(settings.get("snapshot_every", 100_000))
+        self.since_snapshot = 0
+        self.snapshots = 0
         self.node_index = 0
         self.replaying = True
         self.foreign = False
@@ -194,6 +203,8 @@ class ClusterBus(Bus):
                 log.warning("cluster: Redis at %s not reachable (%s); retrying", self._where(), exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        self._load_snapshot()
+        self.redis.hset(POSITIONS, str(self.node_index), f"{self.last_id} {time.time()}")
         if resume:
             # A new manager of a running node: the log has our clients; catch
             # up to its end and keep our incarnation (taken from our last NodeUp).
@@ -204,12 +215,74 @@ class ClusterBus(Bus):
             target = self._append(NodeUp(self.node_index, self.node_name, self.incarnation))
         while _sid_order(self.last_id) < _sid_order(target):
             self._read(block=None)
+            self.redis.hset(POSITIONS, str(self.node_index), f"{self.last_id} {time.time()}")  # (don't trim it)
         with self.lock:
             self.replaying = False
         self.available = True
         self.available_since = time.monotonic()
         log.info("cluster: node %s is node %d of the log at %s (epoch %s, %d entries replayed)", self.node_name,
                  self.node_index, self._where(), self.epoch, self.applied)
+
+    # -- snapshots: the log is trimmed, a new node starts from the state after one entry
+    def _load_snapshot(self) -> None:
+        """Start from the latest snapshot of this log, if any (before reading it)."""
+        raw = self.redis.get(SNAPSHOT)
+        if raw is None:
+            return
+        snap = pickle.loads(raw)
+        if snap["epoch"] != self.epoch:
+            return
+        state = pickle.loads(snap["state"])
+        with self.lock:
+            reg = self.registry
+            for name, value in state["registry"].items():
+                setattr(reg, name, value)
+            self.incarnations = state["incarnations"]
+            self.names = state["names"]
+            self.restored = state["restored"]
+            self.last_id = snap["id"]
+            if self.settings.get("resume"):
+                self.incarnation = self.incarnations.get(self.node_index, self.incarnation)
+        store = self.store
+        with store.lock:
+            store.conn.executemany(
+                "INSERT INTO accounts (fold, name, password, email, created) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(fold) DO UPDATE SET name=excluded.name, password=excluded.password, "
+                "email=excluded.email", snap["accounts"])
+        self.store.commit([], list(reg.registered.items()))
+        log.info("cluster: started from the snapshot after entry %s (%d users, %d channels)", snap["id"],
+                 len(reg.users), len(reg.channels))
+
+    def _snapshot(self) -> None:
+        """Every ``snapshot_every`` entries, the lowest-numbered live node stores
+        the state after the last entry it applied and trims the log before the
+        oldest position any node still reads from."""
+        self.since_snapshot = 0
+        if self.replaying or min(self.incarnations, default=self.node_index) != self.node_index:
+            return
+        with self.lock:  # the state after entry last_id (the tailer applies nothing meanwhile)
+            reg = self.registry
+            state = pickle.dumps({"registry": {name: value for name, value in vars(reg).items()
+                                               if name not in WIRING},
+                                  "incarnations": self.incarnations, "names": self.names,
+                                  "restored": self.restored}, protocol=5)
+        store = self.store
+        with store.lock:
+            accounts = store.conn.execute("SELECT fold, name, password, email, created FROM accounts").fetchall()
+        data = pickle.dumps({"epoch": self.epoch, "id": self.last_id, "state": state, "accounts": accounts},
+                            protocol=5)
+        self.redis.set(SNAPSHOT, data)
+        # Trim below the oldest position of a node that reported lately (a
+        # node that was away longer starts again from the snapshot).
+        now = time.time()
+        oldest = self.last_id
+        for raw in self.redis.hvals(POSITIONS):
+            pos, _, at = raw.decode().partition(" ")
+            if now - float(at or 0) < 3 * self.node_timeout and _sid_order(pos) < _sid_order(oldest):
+                oldest = pos
+        trimmed = self.redis.xtrim(STREAM, minid=oldest, approximate=False)
+        self.snapshots += 1
+        log.info("cluster: snapshot after entry %s (%d bytes); %d entries trimmed", self.last_id, len(data), trimmed)
 
     def _claim_index(self) -> int:
         got = self.redis.hget(NODES, self.node_name)
@@ -251,6 +324,7 @@ class ClusterBus(Bus):
             for eid, fields in entries:
                 self.last_id = eid.decode()
                 self.applied += 1
+                self.since_snapshot += 1
                 try:
                     entry = pickle.loads(fields[b"e"])
                     self.entry_handlers[type(entry)](entry)
@@ -266,6 +340,8 @@ class ClusterBus(Bus):
                     self._reconnect()
                     delay = 0.1
                 self._read(block=1000)
+                if self.since_snapshot >= self.snapshot_every:
+                    self._snapshot()
             except (redis.RedisError, EpochChanged) as exc:
                 self._unavailable(exc)
                 time.sleep(delay)
@@ -361,6 +437,16 @@ class ClusterBus(Bus):
                     self.lost = True
                     self._unavailable(EpochChanged("the log changed"))
                     continue
+                last_id = self.last_id
+                self.redis.hset(POSITIONS, str(self.node_index), f"{last_id} {time.time()}")
+                first = self.redis.xrange(STREAM, count=1)
+                if first and _sid_order(first[0][0].decode()) > _sid_order(last_id) != (0, 0):
+                    # The log was trimmed past what this node applied (it was
+                    # away too long): a new manager starts from the snapshot.
+                    log.critical("cluster: the log was trimmed past entry %s, the last this node applied: "
+                                 "restarting the manager from the snapshot", last_id)
+                    logging.shutdown()
+                    os._exit(1)
                 # Only a node that has itself been connected for a whole
                 # node_timeout judges others (after an outage, everyone's key
                 # may have expired; give them the time to beat again).
@@ -375,7 +461,7 @@ class ClusterBus(Bus):
                         self.down_sent.add((n, inc))
                         log.warning("cluster: node %s (%d) stopped heartbeating: declaring it down",
                                     self.names.get(n, "?"), n)
-                        self._append(NodeDown(n, inc, f"{self.names.get(n, n)} *.split"))
+                        self._append(NodeDown(n, inc, f"{self.node_name} {self.names.get(n, n)}"))  # netsplit-style
             except (redis.RedisError, EpochChanged) as exc:
                 self._unavailable(exc)
             except Exception:
@@ -601,5 +687,6 @@ class ClusterBus(Bus):
                 "cluster_nodes": len(self.incarnations),
                 "cluster_outages": self.unavailable_count,
                 "cluster_epochs": self.epochs,
+                "cluster_snapshots": self.snapshots,
             })
         return out
