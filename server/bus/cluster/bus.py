@@ -400,9 +400,10 @@ class ClusterBus(Bus):
         reg = Registry(self._emit, casemapping=s.get("casemapping", "rfc1459"),
                        channel_len=int(s.get("channel_len", 64)), max_channels=int(s.get("max_channels", 0)),
                        max_list=int(s.get("max_list", 100)))
+        # kept as this node knew them: the same on every node unless a change was in flight
         reg.accounts = old.accounts
-        reg.registered = {}
-        reg.klines = []
+        reg.registered = old.registered
+        reg.klines = old.klines
         reg.persist_channel = old.persist_channel
         reg.history_mark = old.history_mark
         return reg
