@@ -373,14 +373,18 @@ class ClusterBus(Bus):
     def _rebuild_log(self) -> None:
         """The log is gone: reset the registry and re-announce our own clients."""
         with self.lock:
-            images = self._images()
+            # who left while Redis was away is not re-announced (their leaving was owed to the old log)
+            left = {e.batch[0].sid for e in self.owed if isinstance(e, LogBatch) and e.batch
+                    and isinstance(e.batch[0], Request)}
+            dead = {e.worker for e in self.owed if isinstance(e, WorkerDropped)}
+            images = self._images(left, dead)
             failed = self._fail_inflight("Cluster log lost (Redis restarted); not done, try again")
             self.registry = self._fresh_registry()
             self.incarnations = {}
             self.restored = {}
             self.down_sent = set()
             self.last_id = "0-0"
-            self.owed = [e for e in self.owed if isinstance(e, WorkerDropped)]
+            self.owed = []
         self.redis.set(EPOCH, secrets.token_hex(8), nx=True)
         self.epoch = (self.redis.get(EPOCH) or b"").decode()
         self.lost = False
@@ -408,19 +412,22 @@ class ClusterBus(Bus):
         reg.history_mark = old.history_mark
         return reg
 
-    def _images(self) -> dict[int, tuple[list[SessionImage], list[ChannelImage]]]:
-        """This node's registered clients and their channels, per worker (lock held)."""
+    def _images(self, left: set[int], dead: set[int]) -> dict[int, tuple[list[SessionImage], list[ChannelImage]]]:
+        """This node's registered clients and their channels, per worker, but
+        those in ``left`` and the workers in ``dead`` (lock held)."""
         reg = self.registry
         out: dict[int, tuple[list[SessionImage], list[ChannelImage]]] = {}
         for u in reg.users.values():
-            if u.worker // WORKER_SPAN == self.node_index and u.registered:
+            if (u.worker // WORKER_SPAN == self.node_index and u.registered and u.sid not in left
+                    and u.worker not in dead):
                 out.setdefault(u.worker, ([], []))[0].append(SessionImage(
                     u.sid, u.nick, u.user, u.realname, u.ip, u.host, u.tls, u.account, u.away,
                     "".join(sorted(u.modes)), u.signon))
         for ch in reg.channels.values():
             state = rebuild.state_of(ch, (self.entry_time, 1))
             for worker, (_users, channels) in out.items():
-                members = tuple((sid, m) for sid, m in ch.members.items() if reg.users[sid].worker == worker)
+                members = tuple((sid, m) for sid, m in ch.members.items()
+                                if reg.users[sid].worker == worker and sid not in left)
                 if members:
                     channels.append(ChannelImage(ch.key, ch.name, state, members))
         return out
