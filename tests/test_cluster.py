@@ -349,9 +349,14 @@ def test_redis_stopped_and_started_again_during_traffic(cluster: Cluster) -> Non
     alice.join("#r")
     bob.join("#r")
     alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    leaver = b.client("leaver")
+    leaver.join("#r")
+    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("leaver!"))
     alice.send("PRIVMSG #r :before")
     assert bob.expect("PRIVMSG").params[1] == "before"
     cluster.redis.stop()  # without persistence: the log is gone for good
+    leaver.send("QUIT :bye")  # leaves while Redis is away: not re-announced
+    leaver.wait_closed()
     # commands that need the log fail with a clear error; connections stay up
     deadline = time.monotonic() + 10
     while True:
@@ -383,6 +388,9 @@ def test_redis_stopped_and_started_again_during_traffic(cluster: Cluster) -> Non
     newcomer = b.client()
     newcomer.send("NICK alice")  # still taken, cluster-wide
     newcomer.expect("433")
+    newcomer.send("NICK leaver")  # free
+    newcomer.send("USER l 0 * :l")
+    newcomer.expect("001")
     assert not alice.closed and not bob.closed
 
 

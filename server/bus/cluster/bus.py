@@ -608,13 +608,18 @@ class ClusterBus(Bus):
                 for item in batch:
                     if isinstance(item, Stamp):
                         continue
-                    if item.token:
-                        self.inflight.pop(item.token, None)
-                        self._fail(gid, item, UNAVAILABLE)
                     if type(item) is Request and item.op == "disconnect":
-                        # the client is gone whatever happens: tell the log later
+                        # The client is gone whatever happens (QUIT must work):
+                        # done here, and the log is told when Redis is back.
                         self.owed.append(LogBatch(self.node_index, gid, time.time(),
                                                   (Request(item.sid, 0, "disconnect", item.args),)))
+                        if item.token:
+                            self.inflight.pop(item.token, None)
+                            self._inbox(gid).append(Result(item.token, "ok", None))
+                            self.ready[gid].notify()
+                    elif item.token:
+                        self.inflight.pop(item.token, None)
+                        self._fail(gid, item, UNAVAILABLE)
             return 0
         with self.lock:
             deadline = time.monotonic() + 5.0
