@@ -421,6 +421,21 @@ def test_redis_restarted_with_its_data_carries_on_with_the_same_log(cluster: Clu
     alice.expect_none("QUIT", timeout=NODE_TIMEOUT + 1)
 
 
+@pytest.mark.server_errors  # the supervisor logs the worker's death as an error
+def test_a_dead_worker_s_users_quit_on_every_node(cluster: Cluster) -> None:
+    a, b = nodes(cluster)
+    alice = a.client("alice")
+    bob = b.client("bob")
+    alice.join("#w")
+    bob.join("#w")
+    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    os.kill(b.worker_pids()[b.worker_of("bob")], signal.SIGKILL)
+    quit_ = alice.expect("QUIT")
+    assert quit_.source.startswith("bob!")
+    again = a.client("bob")  # free on every node
+    again.join("#w")
+
+
 @pytest.mark.server_errors  # the supervisor logs the manager's death as an error
 def test_a_nodes_manager_killed_is_replaced_and_its_clients_stay(cluster: Cluster) -> None:
     a, b = nodes(cluster)
