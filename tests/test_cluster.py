@@ -319,6 +319,35 @@ def test_snapshot_trims_the_log_and_a_new_node_starts_from_it(cluster: Cluster) 
     assert carol.expect("PRIVMSG").params[1] == "hello carol"
 
 
+def test_a_new_log_starts_from_the_nodes_registered_channels(cluster: Cluster) -> None:
+    a, b = nodes(cluster)
+    founder = a.client("founder")
+    founder.send("REGISTER founder * :founderpw")
+    founder.expect("REGISTER")
+    founder.join("#home")
+    founder.send("TOPIC #home :Home sweet home")
+    founder.expect("TOPIC")
+    founder.send("PRIVMSG ChanServ :REGISTER #home")
+    assert "registered" in founder.expect("NOTICE").params[1]
+    founder.send("MODE #home +m")
+    founder.expect("MODE")
+    founder.sync()
+    b.stop()
+    a.stop()
+    cluster.redis.stop()  # the whole network restarts on an empty Redis
+    cluster.redis.start()
+    a2 = cluster.node("a")
+    b2 = cluster.node("b")
+    guest = b2.client("guest")
+    burst = guest.join("#home")
+    assert [m.params[2] for m in burst if m.verb == "332"] == ["Home sweet home"]
+    guest.send("MODE #home")
+    assert "m" in guest.expect("324").params[2]
+    again = a2.client("again")
+    again.send("PRIVMSG NickServ :IDENTIFY founder founderpw")
+    assert again.expect("900").params[2] == "founder"
+
+
 def test_kill_9_of_a_node_frees_its_nicks_within_node_timeout(cluster: Cluster) -> None:
     a, b = nodes(cluster)
     alice = a.client("alice")

@@ -118,6 +118,17 @@ return redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
 """
 
 
+# Start a new log (KEYS[1] epoch key, KEYS[2] snapshot key): the epoch and the
+# state it starts from appear together, or not at all if another node was first.
+SEED = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('SET', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
 class EpochChanged(Exception):
     """The log this node followed is gone."""
 
@@ -142,7 +153,9 @@ class ClusterBus(Bus):
         self.replaying = True
         self.foreign = False
         super().__init__(settings)
-        # The registry is a function of the log: nothing from this node's disk.
+        # The registry is a function of the log: nothing from this node's disk
+        # (but what it had there seeds a new log, see _seed).
+        self.disk_state = (self.registry.registered, self.registry.klines)
         self.registry.registered = {}
         self.registry.klines = []
         self.entry_time = time.time()
@@ -158,6 +171,7 @@ class ClusterBus(Bus):
         self.redis: Any = client(5.0)
         self.tail_redis: Any = client(5.0)
         self.append_script = self.redis.register_script(APPEND)
+        self.seed_script = self.redis.register_script(SEED)
         self.available = False
         self.available_since = 0.0
         self.lost = False
@@ -194,7 +208,12 @@ class ClusterBus(Bus):
         while True:
             try:
                 self.node_index = self._claim_index()
-                self.redis.set(EPOCH, secrets.token_hex(8), nx=True)
+                if self.redis.get(EPOCH) is None:
+                    with self.lock:
+                        self.registry.registered, self.registry.klines = self.disk_state
+                    self._seed()
+                    with self.lock:
+                        self.registry.registered, self.registry.klines = {}, []
                 self.epoch = (self.redis.get(EPOCH) or b"").decode()
                 break
             except redis.RedisError as exc:
@@ -260,17 +279,7 @@ class ClusterBus(Bus):
         self.since_snapshot = 0
         if self.replaying or min(self.incarnations, default=self.node_index) != self.node_index:
             return
-        with self.lock:  # the state after entry last_id (the tailer applies nothing meanwhile)
-            reg = self.registry
-            state = pickle.dumps({"registry": {name: value for name, value in vars(reg).items()
-                                               if name not in WIRING},
-                                  "incarnations": self.incarnations, "names": self.names,
-                                  "restored": self.restored}, protocol=5)
-        store = self.store
-        with store.lock:
-            accounts = store.conn.execute("SELECT fold, name, password, email, created FROM accounts").fetchall()
-        data = pickle.dumps({"epoch": self.epoch, "id": self.last_id, "state": state, "accounts": accounts},
-                            protocol=5)
+        data = self._snapshot_bytes(self.epoch, self.last_id)
         self.redis.set(SNAPSHOT, data)
         # Trim below the oldest position of a node that reported lately (a
         # node that was away longer starts again from the snapshot).
@@ -283,6 +292,27 @@ class ClusterBus(Bus):
         trimmed = self.redis.xtrim(STREAM, minid=oldest, approximate=False)
         self.snapshots += 1
         log.info("cluster: snapshot after entry %s (%d bytes); %d entries trimmed", self.last_id, len(data), trimmed)
+
+    def _snapshot_bytes(self, epoch: str, eid: str) -> bytes:
+        """The registry's state (after entry ``eid``) and the account table."""
+        with self.lock:  # (the tailer applies nothing meanwhile)
+            reg = self.registry
+            state = pickle.dumps({"registry": {name: value for name, value in vars(reg).items()
+                                               if name not in WIRING},
+                                  "incarnations": self.incarnations, "names": self.names,
+                                  "restored": self.restored}, protocol=5)
+        store = self.store
+        with store.lock:
+            accounts = store.conn.execute("SELECT fold, name, password, email, created FROM accounts").fetchall()
+        return pickle.dumps({"epoch": epoch, "id": eid, "state": state, "accounts": accounts}, protocol=5)
+
+    def _seed(self) -> bool:
+        """Start a new log from this node's fresh registry (no users: its
+        registered channels, K-lines and accounts), unless another node already
+        started one."""
+        epoch = secrets.token_hex(8)
+        data = self._snapshot_bytes(epoch, "0-0")
+        return bool(self.seed_script(keys=[EPOCH, SNAPSHOT], args=[epoch, data]))
 
     def _claim_index(self) -> int:
         got = self.redis.hget(NODES, self.node_name)
@@ -385,8 +415,9 @@ class ClusterBus(Bus):
             self.down_sent = set()
             self.last_id = "0-0"
             self.owed = []
-        self.redis.set(EPOCH, secrets.token_hex(8), nx=True)
+        self._seed()
         self.epoch = (self.redis.get(EPOCH) or b"").decode()
+        self._load_snapshot()  # the new log's start: whoever seeded it first
         self.lost = False
         self.epochs += 1
         log.warning("cluster: the log was lost (Redis restarted without its data): re-announcing %d clients of "
