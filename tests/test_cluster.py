@@ -350,25 +350,33 @@ def test_a_new_log_starts_from_the_nodes_registered_channels(cluster: Cluster) -
 
 def test_kill_9_of_a_node_frees_its_nicks_within_node_timeout(cluster: Cluster) -> None:
     a, b = nodes(cluster)
-    alice = a.client("alice")
+    alice = a.client("alice", caps=("batch",))
+    dave = a.client("dave")  # without batch: plain QUITs
     bob = b.client("bob")
     carol = b.client("carol")
-    alice.join("#k")
-    bob.join("#k")
-    carol.join("#k")
+    for c in (alice, dave, bob, carol):
+        c.join("#k")
     alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("carol!"))
+    dave.expect(lambda m: m.verb == "JOIN" and m.source.startswith("carol!"))
     killed = time.monotonic()
     os.killpg(b.proc.pid, signal.SIGKILL)  # the whole node: supervisor, manager, workers, acceptor
     margin = 4.0
-    quits = [alice.expect("QUIT", timeout=NODE_TIMEOUT + margin) for _ in range(2)]
+    start = alice.expect("BATCH", timeout=NODE_TIMEOUT + margin)
     took = time.monotonic() - killed
+    assert start.params[0].startswith("+") and start.params[1:] == ("netsplit", "a", "b")
+    ref = start.params[0][1:]
+    quits = [alice.expect("QUIT") for _ in range(2)]
+    assert all(q.tags.get("batch") == ref and q.params[0] == "a b" for q in quits)
+    assert alice.expect("BATCH").params == ("-" + ref,)
     assert sorted(q.source.split("!")[0] for q in quits) == ["bob", "carol"]
     assert took < NODE_TIMEOUT + margin
+    plain = [dave.expect("QUIT") for _ in range(2)]
+    assert sorted(q.source.split("!")[0] for q in plain) == ["bob", "carol"] and not plain[0].tags
     a.wait_log(r".*cluster: node b \(2\) down: 2 clients dropped.*")
     again = a.client("bob")  # the nick is free again
     again.join("#k")
     alice.send("NAMES #k")
-    assert sorted(n.lstrip("@") for n in alice.expect("353").params[-1].split()) == ["alice", "bob"]
+    assert sorted(n.lstrip("@") for n in alice.expect("353").params[-1].split()) == ["alice", "bob", "dave"]
 
 
 def test_redis_stopped_and_started_again_during_traffic(cluster: Cluster) -> None:

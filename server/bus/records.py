@@ -256,8 +256,17 @@ class Wallops(NamedTuple):
     text: str
 
 
+class Netsplit(NamedTuple):
+    """Cluster mode: a node is gone; its users' QUITs, shown inside an IRCv3
+    ``netsplit`` batch (``servers``: the node that saw it, the dead one) to
+    clients with ``batch``."""
+
+    servers: tuple[str, str]
+    quits: tuple[Quit, ...]
+
+
 Event = (Joined | Parted | Quit | NickChanged | TopicChanged | ModeChanged | Kicked | Invited | InviteNotice
-         | AwayChanged | RealnameChanged | AccountChanged | Disconnect | Wallops)
+         | AwayChanged | RealnameChanged | AccountChanged | Disconnect | Wallops | Netsplit)
 
 # -- what a worker keeps so that a fresh manager can be rebuilt ----------------------
 

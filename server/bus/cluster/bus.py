@@ -74,10 +74,12 @@ from server.bus.records import (
     Done,
     LogBatch,
     LogEntry,
+    Netsplit,
     NodeDown,
     NodeUp,
     PrivateDelivery,
     Published,
+    Quit,
     Reply,
     Request,
     Result,
@@ -548,6 +550,7 @@ class ClusterBus(Bus):
             mine = e.node == self.node_index
             gone = [(u.worker, u.sid) for u in self.registry.users.values() if u.worker // WORKER_SPAN == e.node]
             n = self._drop_node(e.node, e.reason)
+            self._netsplit(e, {sid for _, sid in gone})
             if mine and not self.replaying:
                 # Declared dead by the others (this node could not beat in
                 # time): its clients are gone everywhere, so close them.
@@ -563,6 +566,21 @@ class ClusterBus(Bus):
                 self._append(NodeUp(self.node_index, self.node_name, self.incarnation))
             except (redis.RedisError, EpochChanged) as exc:
                 self._unavailable(exc)
+
+    def _netsplit(self, e: NodeDown, sids: set[int]) -> None:
+        """The QUITs a dead node's users caused, for each local worker, as one
+        :class:`Netsplit` where the first of them was (lock held)."""
+        servers = [*e.reason.split(" ", 1), ""][:2]
+        for w, box in self.job.out.items():
+            if w // WORKER_SPAN != self.node_index:
+                continue
+            quits = [d for d in box if type(d) is Quit and d.sid in sids]
+            if not quits:
+                continue
+            first = next(i for i, d in enumerate(box) if type(d) is Quit and d.sid in sids)
+            rest = [d for d in box if not (type(d) is Quit and d.sid in sids)]
+            rest.insert(first, Netsplit((servers[0], servers[1]), tuple(quits)))
+            box[:] = rest
 
     def _drop_node(self, node: int, reason: str) -> int:
         workers = {u.worker for u in self.registry.users.values() if u.worker // WORKER_SPAN == node}
