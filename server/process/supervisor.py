@@ -356,10 +356,12 @@ class Supervisor:
 
     def reload(self) -> None:
         try:
-            self.config = config_mod.load(self.argv)
+            config = config_mod.load(self.argv)
         except (SystemExit, OSError, ValueError) as exc:
             log.error("configuration not reloaded: %s", exc)
             return
+        config.node_index = self.config.node_index  # (cluster mode: the node's index is not a setting)
+        self.config = config
         setup_logging(self.config, "supervisor")
         for slot in self.slots.values():
             if slot.process.is_alive():

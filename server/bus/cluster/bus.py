@@ -30,13 +30,20 @@ replicated state machine with Redis as the sequencer:
   and session ids and tokens carry the index in their high bits
   (``Worker.new_sid``).
 * **Nodes come and go through the log.** A starting node appends
-  :class:`NodeUp` (its previous incarnation's clients are gone) and replays the
-  whole stream with deliveries off until it reaches that entry (a new node
-  catches up the same way). Each node keeps a heartbeat key with a TTL
-  (``node_timeout``); any node that finds another's key gone appends
-  :class:`NodeDown` for that incarnation, and applying it drops the node's
-  clients everywhere (QUITs; the nicks are free). A dead worker
-  (:class:`WorkerDropped`) goes through the log too.
+  :class:`NodeUp` (its previous incarnation's clients are gone), loads the
+  latest snapshot and applies the stream from there with deliveries off until
+  it reaches that entry (a new node catches up the same way). Each node keeps
+  a heartbeat key with a TTL (``node_timeout``); any node that finds another's
+  key gone appends :class:`NodeDown` for that incarnation, and applying it
+  drops the node's clients everywhere (QUITs, in one :class:`Netsplit` per
+  worker; the nicks are free). A dead worker (:class:`WorkerDropped`) goes
+  through the log too.
+* **Snapshots keep the log short.** Every ``snapshot_every`` entries the
+  lowest-numbered live node stores the registry's state after its last entry
+  (:data:`SNAPSHOT`) and trims the stream below the oldest position any node
+  reported (:data:`POSITIONS`). A new log starts from a seed snapshot (the
+  first node's registered channels, K-lines and accounts), set in one script
+  with the epoch.
 * **Redis lost.** While Redis is unreachable the node keeps its clients,
   completes what needs the log with the error above, and the tailer retries
   with back-off. If the log is still there when Redis is back (same epoch),
