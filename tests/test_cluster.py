@@ -498,6 +498,27 @@ def test_a_nodes_manager_killed_is_replaced_and_its_clients_stay(cluster: Cluste
     assert not [m for m in bob.drain() if m.verb == "QUIT"], "alice never left"
 
 
+@pytest.mark.server_errors  # the supervisor logs the manager's death as an error
+def test_a_node_declared_down_while_its_manager_was_gone_closes_its_clients(cluster: Cluster) -> None:
+    a, b = nodes(cluster)
+    alice = a.client("alice")
+    bob = b.client("bob")
+    alice.join("#d")
+    bob.join("#d")
+    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    pid = int(b.wait_log(r".*manager ready \(pid (\d+)\).*").group(1))
+    os.kill(pid, signal.SIGSTOP)  # no heartbeat: node a declares node b down
+    assert alice.expect("QUIT", timeout=NODE_TIMEOUT + 4).source.startswith("bob!")
+    os.kill(pid, signal.SIGKILL)
+    b.wait_log(r".*manager replaced in .*", timeout=20)
+    bob.wait_closed()  # the log no longer has bob: closed, so that he reconnects
+    again = b.client("bob")
+    again.join("#d")
+    assert alice.expect("JOIN").source.startswith("bob!")
+    again.send("PRIVMSG #d :back")
+    assert alice.expect("PRIVMSG").params[1] == "back"
+
+
 def test_metrics_of_a_node(cluster: Cluster) -> None:
     from tests.test_observability import scrape, value, wait_until
 

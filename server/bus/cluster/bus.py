@@ -246,6 +246,14 @@ class ClusterBus(Bus):
             self.redis.hset(POSITIONS, str(self.node_index), f"{self.last_id} {time.time()}")  # (don't trim it)
         with self.lock:
             self.replaying = False
+        if resume and self.incarnations.get(self.node_index) != self.incarnation:
+            # Declared down while this node had no manager: its clients are
+            # gone from the log (restore() closes them); come back as a new run.
+            self.incarnation = secrets.token_hex(8)
+            self._beat()
+            self._append(NodeUp(self.node_index, self.node_name, self.incarnation))
+            while _sid_order(self.last_id) < _sid_order(self.redis.xrevrange(STREAM, count=1)[0][0].decode()):
+                self._read(block=None)
         self.available = True
         self.available_since = time.monotonic()
         log.info("cluster: node %s is node %d of the log at %s (epoch %s, %d entries replayed)", self.node_name,
@@ -737,10 +745,17 @@ class ClusterBus(Bus):
 
     def restore(self, worker: int, users: list[SessionImage], channels: list[ChannelImage]) -> int:
         """A new manager of a running node: the log already holds the worker's
-        clients (replayed at start), so there is nothing to add."""
+        clients (replayed at start), so there is nothing to add; a client the
+        log no longer has (the node was declared down meanwhile) is closed."""
         gid = self.gid(worker)
         with self.lock:
-            return sum(1 for u in self.registry.users.values() if u.worker == gid)
+            known = {u.sid for u in self.registry.users.values() if u.worker == gid}
+            box = self._inbox(gid)
+            for im in users:
+                if im.sid not in known:
+                    box.append(Disconnect(im.sid, "Node declared down; please reconnect"))
+            self.ready[gid].notify()
+            return len(known)
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()
