@@ -108,6 +108,8 @@ def cluster(redis_server: Redis, tmp_path: Path, request: pytest.FixtureRequest)
         return srv
 
     c = Cluster(redis_server, start, tmp_path)
+    # one after the other (a server started from a thread that ends would get
+    # its parent-death signal): a is node 1, b node 2
     c.a = c.node("a")  # type: ignore[attr-defined]
     c.b = c.node("b")  # type: ignore[attr-defined]
     yield c
@@ -582,10 +584,9 @@ class Spread:
 
 
 CORE = [test_core_chat.test_channel_and_private_chat_across_workers, test_core_chat.test_errors_for_bad_targets,
-        test_core_chat.test_outside_messages_refused_by_default, test_core_chat.test_nick_change_seen_once_by_each_peer,
-        test_core_chat.test_quit_reason_shown_and_nick_freed, test_core_chat.test_nick_collision_across_workers,
+        test_core_chat.test_nick_change_seen_once_by_each_peer, test_core_chat.test_quit_reason_shown_and_nick_freed,
         test_core_chat.test_nick_and_user_in_one_write_register_in_one_step_or_get_433,
-        test_core_chat.test_join_several_channels_with_keys_and_join_zero, test_core_chat.test_names_topic_and_whois]
+        test_core_chat.test_names_topic_and_whois]
 
 
 @pytest.mark.parametrize("core", CORE, ids=[t.__name__.removeprefix("test_") for t in CORE])
