@@ -39,9 +39,10 @@ def free_port() -> int:
 class Redis:
     """A throw-away redis-server without persistence."""
 
-    def __init__(self, tmp: Path, persistent: bool = False) -> None:
+    def __init__(self, tmp: Path, persistent: bool = False, password: str = "") -> None:
         self.tmp = tmp
         self.persistent = persistent
+        self.password = password
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -51,13 +52,14 @@ class Redis:
         self.proc = subprocess.Popen(
             [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
-             "--dir", str(self.tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--dir", str(self.tmp), *(["--requirepass", self.password] if self.password else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
+                    if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 time.sleep(0.05)
@@ -540,6 +542,33 @@ def test_metrics_of_a_node(cluster: Cluster) -> None:
     assert value(samples, "chatroom_cluster_nodes") == 3
     assert 0 < value(samples, "chatroom_cluster_redis_rtt_seconds") < 1
     assert value(samples, "chatroom_cluster_pending_publishes") >= 0
+
+
+def test_redis_password_from_the_settings_and_a_wrong_one(tmp_path: Path,
+                                                          start_server: Callable[..., Server]) -> None:
+    r = Redis(tmp_path, password="s3cret-pw")
+    try:
+        common = ("--cluster-url", r.url, "--set", "heartbeat_interval=0.3")
+        a = start_server(*common, "--node-name", "a", env={"CHATROOM_CLUSTER_PASSWORD": "s3cret-pw"})
+        b = Server(["--workers", "1", "--data-dir", str(tmp_path / "b"), *common, "--node-name", "b",
+                    "--set", "cluster_password=s3cret-pw"], None, tmp_path)
+        try:
+            alice = a.client("alice")
+            bob = b.client("bob")
+            bob.send("PRIVMSG alice :through a password")
+            assert alice.expect("PRIVMSG").params[1] == "through a password"
+        finally:
+            b.stop()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATROOM_")}
+        env["PYTHONPATH"] = str(ROOT)
+        wrong = subprocess.run([sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", "0", "--workers", "1",
+                                "--data-dir", str(tmp_path / "c"), *common, "--node-name", "c",
+                                "--set", "cluster_password=wrong"], env=env, cwd=tmp_path, capture_output=True,
+                               text=True, timeout=60)
+        assert wrong.returncode != 0
+        assert "refused this node" in wrong.stdout + wrong.stderr
+    finally:
+        r.stop()
 
 
 def test_without_cluster_url_redis_is_never_imported(start_server: Callable[..., Server], tmp_path: Path) -> None:

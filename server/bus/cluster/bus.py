@@ -114,6 +114,7 @@ WIRING = frozenset({"emit", "persist_channel", "history_mark", "casemapping", "c
                     "chantypes", "max_list"})
 WORKER_SPAN = 1000  # cluster-wide worker id = node index * WORKER_SPAN + local index
 MAX_NODES = 63  # session ids keep the node index in bits 56-61
+EXIT_CLUSTER_ERROR = 5  # the manager's exit code when Redis refuses it or stays unreachable at start
 MAX_PENDING = 5000  # own entries appended but not yet applied before publishers wait
 COMMANDS = {"P": "PRIVMSG", "N": "NOTICE", "T": "TAGMSG"}
 UNAVAILABLE = "Cluster unavailable (Redis cannot be reached); not done, try again"
@@ -225,9 +226,17 @@ class ClusterBus(Bus):
                         self.registry.registered, self.registry.klines = {}, []
                 self.epoch = (self.redis.get(EPOCH) or b"").decode()
                 break
+            except (redis.AuthenticationError, redis.ResponseError) as exc:
+                # a wrong password or ACL: no retry helps
+                log.critical("cluster: Redis at %s refused this node: %s (check cluster_url and cluster_password)",
+                             self._where(), exc)
+                logging.shutdown()
+                os._exit(EXIT_CLUSTER_ERROR)
             except redis.RedisError as exc:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"cluster: cannot reach Redis at {self._where()}: {exc}") from None
+                    log.critical("cluster: cannot reach Redis at %s: %s; stopping", self._where(), exc)
+                    logging.shutdown()
+                    os._exit(EXIT_CLUSTER_ERROR)
                 log.warning("cluster: Redis at %s not reachable (%s); retrying", self._where(), exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
