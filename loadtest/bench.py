@@ -465,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--stop-p99", type=float, default=1000.0, help="stop stepping past this p99 (ms)")
         if name == "fanout":
             p.add_argument("--senders", type=int)
+        if name == "cluster":
+            p.add_argument("--senders", type=int, default=0, help="fan-out: one channel, N senders (0: rooms)")
         if name in ("rooms", "churn", "cluster"):
             p.add_argument("--channels", type=int)
         if name == "cluster":

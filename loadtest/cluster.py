@@ -6,7 +6,9 @@ generator's swarm ``w`` connects to node ``w % nodes``, so with two generator
 processes and two nodes half the clients are on each node and every room of
 the rooms phase has members on both. Then :func:`run_cluster`:
 
-1. the rooms phase (``run_rooms``: everyone talks in small rooms, stepped rates);
+1. the rooms phase (``run_rooms``: everyone talks in small rooms, stepped rates),
+   or with ``--senders N`` the fan-out phase (``run_fanout``: everyone in one
+   channel, the first N clients, all on node A, talk);
 2. a latency phase: only node A's clients (swarm 0) send, at ``--cross-rate``;
    swarm 1's probes (on node B) see only lines that crossed the cluster
    (``cross_*``), swarm 0's only lines that stayed on node A (``local_*``).
@@ -81,13 +83,14 @@ class ClusterTarget(Target):
 
 
 def run_cluster(args: argparse.Namespace, target: Target, gen: Any) -> dict[str, Any]:
-    from .bench import blocks, ms_stats, run_rooms
+    from .bench import blocks, ms_stats, run_fanout, run_rooms
 
-    out = run_rooms(args, target, gen)
+    # --senders N: fan-out (everyone in one channel, the first N clients, all on node A, talk)
+    out = run_fanout(args, target, gen) if args.senders else run_rooms(args, target, gen)
     if "error" in out:
         return out
     p = len(gen.pipes)
-    on_a = list(blocks(args.clients, p)[0])
+    on_a = list(range(args.senders)) if args.senders else list(blocks(args.clients, p)[0])
     start = time.monotonic() + 0.3
     cmds = [("measure", args.probes, on_a if w == 0 else [],
              [(start, args.duration, args.cross_rate if w == 0 else 0.0)], 1.5, "") for w in range(p)]
