@@ -207,7 +207,8 @@ class ClusterBus(Bus):
             AccountSync: self._apply_account,
         }
         self._join(bool(settings.get("resume")))
-        threading.Thread(target=self.tail, name="cluster-tailer", daemon=True).start()
+        self.tailer = threading.Thread(target=self.tail, name="cluster-tailer", daemon=True)
+        self.tailer.start()
         threading.Thread(target=self.heartbeat, name="cluster-heartbeat", daemon=True).start()
 
     # -- joining the cluster ----------------------------------------------------
@@ -240,8 +241,15 @@ class ClusterBus(Bus):
                 log.warning("cluster: Redis at %s not reachable (%s); retrying", self._where(), exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        self._load_snapshot()
-        self.redis.hset(POSITIONS, str(self.node_index), f"{self.last_id} {time.time()}")
+        for _ in range(5):
+            loaded = self._load_snapshot()
+            self.redis.hset(POSITIONS, str(self.node_index), f"{self.last_id} {time.time()}")
+            # (a newer snapshot may have trimmed the log past ours before we said where we start;
+            # without a snapshot the log was never trimmed)
+            first = self.redis.xrange(STREAM, count=1)
+            if (not loaded or self.last_id == "0-0" or not first
+                    or _sid_order(first[0][0].decode()) <= _sid_order(self.last_id)):
+                break
         if resume:
             # A new manager of a running node: the log has our clients; catch
             # up to its end and keep our incarnation (taken from our last NodeUp).
@@ -269,14 +277,14 @@ class ClusterBus(Bus):
                  self.node_index, self._where(), self.epoch, self.applied)
 
     # -- snapshots: the log is trimmed, a new node starts from the state after one entry
-    def _load_snapshot(self) -> None:
+    def _load_snapshot(self) -> bool:
         """Start from the latest snapshot of this log, if any (before reading it)."""
         raw = self.redis.get(SNAPSHOT)
         if raw is None:
-            return
+            return False
         snap = pickle.loads(raw)
         if snap["epoch"] != self.epoch:
-            return
+            return False
         state = pickle.loads(snap["state"])
         with self.lock:
             reg = self.registry
@@ -297,6 +305,7 @@ class ClusterBus(Bus):
         self.store.commit([], list(reg.registered.items()))
         log.info("cluster: started from the snapshot after entry %s (%d users, %d channels)", snap["id"],
                  len(reg.users), len(reg.channels))
+        return True
 
     def _snapshot(self) -> None:
         """Every ``snapshot_every`` entries, the lowest-numbered live node stores
@@ -646,6 +655,17 @@ class ClusterBus(Bus):
             self._queue(self.job)
             self.queued.notify()
         log.info("cluster: worker %d re-announced %d clients in %d channels", e.worker, n, len(e.channels))
+
+    def take_jobs(self) -> list[_Job]:
+        """The tailer does not commit inline (the local bus's publishers do):
+        it hands the queued jobs to the committer thread and goes on applying
+        the log, so one slow commit does not hold up the routing of the next
+        entries (the jobs are still released in order, after their commit)."""
+        if threading.current_thread() is getattr(self, "tailer", None):
+            if self.queue:
+                self.queued.notify()
+            return []
+        return super().take_jobs()
 
     def _queue(self, job: _Job) -> None:
         """Keep only what is for this node's workers (nothing while catching up)."""
