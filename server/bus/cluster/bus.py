@@ -21,7 +21,8 @@ replicated state machine with Redis as the sequencer:
   be appended (Redis unreachable) is completed at once, locally, with
   ``400 <command> :Cluster unavailable...`` (a NOTICE with a bare ``Done``).
 * **Stored before shown**, per node: every node stores every row in log order
-  in its own SQLite (the local bus's group commit), so CHATHISTORY on any node
+  in its own SQLite (the local bus's group commit, done by the committer thread
+  so that the tailer keeps routing), so CHATHISTORY on any node
   returns the same rows in the same order. Row ids are each node's own; the
   order and the msgids are the same everywhere (a replayed row is ignored by
   its msgid).
