@@ -9,6 +9,9 @@ Scenarios (each prints a short table, then one JSON line, and is bounded in time
   p99 < 100 ms and no loss).
 * ``rooms``: N clients over K small channels, everyone talking, stepped rates.
 * ``churn``: connect, register, join, speak, quit at stepped rates.
+* ``cluster``: Redis and ``--nodes`` nodes (``--workers`` each), clients spread
+  over the nodes: the rooms phase, then the cross-node latency
+  (loadtest/cluster.py).
 
 The server is ours (``--workers N``: started as a subprocess), ngIRCd
 (``--ngircd``: started with a temporary config) or anything already running
@@ -33,6 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .cluster import ClusterTarget, run_cluster
 from .swarm import raise_fd_limit, swarm_main
 from .target import Chatroom, NgIRCd, Target, Usage, free_port, rss, source_version
 
@@ -49,7 +53,9 @@ class Generator:
         self.procs = []
         for wid in range(procs):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=swarm_main, args=(child, wid, target.host, target.port, sources), daemon=True)
+            ports = getattr(target, "ports", None) or [target.port]  # a cluster: swarm w on node w % nodes
+            p = ctx.Process(target=swarm_main, args=(child, wid, target.host, ports[wid % len(ports)], sources),
+                            daemon=True)
             p.start()
             child.close()
             self.pipes.append(parent)
@@ -327,7 +333,8 @@ def churn_saturation(steps: list[dict[str, Any]]) -> float:
     return good[-1]["cycles_per_s"] if good else 0
 
 
-SCENARIOS = {"connections": run_connections, "fanout": run_fanout, "rooms": run_rooms, "churn": run_churn}
+SCENARIOS = {"connections": run_connections, "fanout": run_fanout, "rooms": run_rooms, "churn": run_churn,
+             "cluster": run_cluster}
 
 # ---------------------------------------------------------------------------------------------
 # output
@@ -346,7 +353,7 @@ def table(result: dict[str, Any]) -> str:
                      f"failures {r['failures'] or 'none'}")
         lines.append(f"cpu during ramp: server {r['ramp_usage'].get('server_cpu_pct', '-')}% "
                      f"generator {r['ramp_usage']['gen_cpu_pct']}%")
-    elif sc in ("fanout", "rooms"):
+    elif sc in ("fanout", "rooms", "cluster"):
         if "error" in result:
             lines.append("error: " + result["error"])
         lines.append(f"{'msgs/s':>8} {'deliv/s':>9} {'p50ms':>7} {'p95ms':>7} {'p99ms':>8} {'lost':>7} "
@@ -357,6 +364,10 @@ def table(result: dict[str, Any]) -> str:
                          f"{s['gen_cpu_pct']:>5} {s.get('server_rss_mib', '-')!s:>7}")
         lines.append(f"saturation: {result.get('saturation_deliveries_per_s', 0)} deliveries/s "
                      "(last step before the first with p99 >= 100 ms or a loss)")
+        if (lat := result.get("latency_phase")) is not None:
+            lines.append(f"latency at {lat['rate_msgs']:.0f} msg/s from node A: same node p50/p99 "
+                         f"{lat['local_p50_ms']}/{lat['local_p99_ms']} ms, other node p50/p99 "
+                         f"{lat['cross_p50_ms']}/{lat['cross_p99_ms']} ms")
     elif sc == "churn":
         lines.append(f"{'rate':>7} {'cycles/s':>9} {'errors':>7} {'p50ms':>7} {'p99ms':>8} {'srv%':>5} {'gen%':>5}")
         for s in result["steps"]:
@@ -398,7 +409,10 @@ def open_target(args: argparse.Namespace) -> Iterator[Target]:
         extra = ["--log-level", "WARNING", "--set", f"ping_interval={args.ping_interval}"]
         for item in args.server_set:
             extra += ["--set", item]
-        target = Chatroom(args.workers, extra=extra, root=args.server_root)
+        if args.scenario == "cluster":
+            target = ClusterTarget(args.nodes, args.workers, extra, root=args.server_root)
+        else:
+            target = Chatroom(args.workers, extra=extra, root=args.server_root)
     try:
         yield target
     finally:
@@ -410,6 +424,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "fanout": {"clients": 1000, "senders": 10, "start": 100.0, "factor": 1.5},
     "rooms": {"clients": 1000, "channels": 100, "start": 2000.0, "factor": 1.5},
     "churn": {"start": 100.0, "factor": 1.5, "channels": 50, "clients": 0},
+    "cluster": {"clients": 1000, "channels": 100, "start": 2000.0, "factor": 1.5},
 }
 
 
@@ -450,9 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--stop-p99", type=float, default=1000.0, help="stop stepping past this p99 (ms)")
         if name == "fanout":
             p.add_argument("--senders", type=int)
-        if name in ("rooms", "churn"):
+        if name == "cluster":
+            p.add_argument("--senders", type=int, default=0, help="fan-out: one channel, N senders (0: rooms)")
+        if name in ("rooms", "churn", "cluster"):
             p.add_argument("--channels", type=int)
-        if name in ("fanout", "rooms"):
+        if name == "cluster":
+            p.add_argument("--nodes", type=int, default=2, help="nodes sharing one Redis (1: one server, no Redis)")
+            p.add_argument("--cross-rate", type=float, default=500.0,
+                           help="messages/s from node A's clients in the latency phase")
+        if name in ("fanout", "rooms", "cluster"):
             p.add_argument("--probes", type=int, default=20, help="latency probes per generator process")
         if name == "churn":
             p.add_argument("--max-inflight", type=int, default=2000)
@@ -466,6 +487,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         args.workers = 2
     clients = args.clients or 0
     procs = args.procs or max(os.cpu_count() or 1, math.ceil(clients / 15000))
+    if args.scenario == "cluster" and not args.procs:
+        procs = max(2, args.nodes)  # swarm w on node w % nodes: one swarm per node
     nsources = args.sources or max(1, math.ceil(clients / 20000))
     sources = [f"127.0.0.{2 + i}" for i in range(nsources)]
     args.prefix = args.prefix or ("b" + secrets.token_hex(2))
@@ -478,7 +501,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         finally:
             gen.close()
     result = {"scenario": args.scenario, "server": target.name, "workers": getattr(target, "workers", None),
-              "server_version": source_version(target.root) if isinstance(target, Chatroom) else None,
+              "server_version": source_version(target.root) if isinstance(target, (Chatroom, ClusterTarget)) else None,
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "wall_s": round(time.time() - t0, 1),
               "generator_procs": procs, "sources": sources, **body, "machine": mach,
               "argv": list(argv)}

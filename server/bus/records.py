@@ -313,9 +313,18 @@ class Redacted(NamedTuple):
     reason: str
 
 
+class Netsplit(NamedTuple):
+    """Cluster mode: a node is gone; its users' QUITs, shown inside an IRCv3
+    ``netsplit`` batch (``servers``: the node that saw it, the dead one) to
+    clients with ``batch``."""
+
+    servers: tuple[str, str]
+    quits: tuple[Quit, ...]
+
+
 Event = (Joined | Parted | Quit | NickChanged | TopicChanged | ModeChanged | Kicked | Invited | InviteNotice
          | AwayChanged | RealnameChanged | AccountChanged | Disconnect | Wallops | MonitorStatus | MonitorChange
-         | ReadMarker | Redacted)
+         | ReadMarker | Redacted | Netsplit)
 
 # -- what a worker keeps so that a fresh manager can be rebuilt ----------------------
 
@@ -413,3 +422,65 @@ class RedactRow(NamedTuple):
 
 
 Effect = SaveChannel | SaveKlines | SaveReadMarker | RedactRow
+
+
+# -- cluster mode: the entries of the shared log (server/bus/cluster/bus.py) -------------
+
+
+class LogBatch(NamedTuple):
+    """A worker's published batch, as one entry of the cluster log. ``worker``
+    is the cluster-wide worker id (node index * 1000 + local index); ``time``
+    is the origin node's clock, the time every node applies it at."""
+
+    node: int
+    worker: int
+    time: float
+    batch: tuple[Published, ...]
+
+
+class NodeUp(NamedTuple):
+    """A node (re)started: the clients its previous incarnation left in the log
+    are gone; ``incarnation`` names this run (NodeDown must match it)."""
+
+    node: int
+    name: str
+    incarnation: str
+
+
+class NodeDown(NamedTuple):
+    """A node stopped heartbeating: its clients are gone (appended by any node;
+    applied only while ``incarnation`` is the node's current one)."""
+
+    node: int
+    incarnation: str
+    reason: str
+
+
+class WorkerDropped(NamedTuple):
+    """A worker of some node died: its clients are gone."""
+
+    worker: int
+    reason: str
+
+
+class WorkerRestored(NamedTuple):
+    """A node re-announces one worker's clients and channels into a new log
+    (the old one was lost with Redis): :mod:`server.state.rebuild`."""
+
+    worker: int
+    time: float
+    users: tuple[SessionImage, ...]
+    channels: tuple[ChannelImage, ...]
+
+
+class AccountSync(NamedTuple):
+    """An account as the node that created or changed it stored it (``None``:
+    dropped), for the other nodes' databases; it precedes the request that
+    tells the registries."""
+
+    node: int
+    fold: str
+    record: tuple[str, str, str | None] | None  # name, password hash, email
+
+
+LogEntry = LogBatch | NodeUp | NodeDown | WorkerDropped | WorkerRestored | AccountSync

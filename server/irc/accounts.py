@@ -320,6 +320,7 @@ def nickserv(s: Client, text: str) -> None:
             except LoginRefused as exc:
                 reply(exc.text + ".")
                 return
+            s.notify("account_created", casefold(s.account))  # (known already; a cluster copies the new hash)
             reply("Password changed.")
     elif cmd == "DROP" and args:
         try:

@@ -122,13 +122,26 @@ class Config:
     metrics_interval: float = 1.0
     worker_timeout: float = 30.0
     opers: list[dict[str, Any]] = field(default_factory=list)
+    # -- cluster mode (docs/cluster.md): on when cluster_url is set
+    cluster_url: str = ""  # redis://[user:password@]host:6379/0, rediss:// for TLS
+    cluster_password: str = ""  # the Redis password, if not in the URL
+    node_name: str = ""  # this node's name in the cluster (empty: the host name); unique per node
+    node_timeout: float = 10.0  # seconds without a heartbeat after which a node is declared down
+    heartbeat_interval: float = 1.0
+    snapshot_every: int = 100_000  # log entries between snapshots (the log before one is trimmed)
+    node_index: int = 0  # set at start from Redis (by node_name); not a setting
 
     def bus_settings(self) -> dict[str, Any]:
-        return {"max_inbox": self.max_inbox, "channel_len": self.channel_len, "max_channels": self.max_channels,
-                "max_list": self.max_list, "data_dir": self.data_dir,
-                "history_max_age": self.history_max_age_days * 86400,
-                "history_max_per_target": self.history_max_per_target,
-                "history_expire_every": self.history_expire_every}
+        settings = {"max_inbox": self.max_inbox, "channel_len": self.channel_len, "max_channels": self.max_channels,
+                    "max_list": self.max_list, "data_dir": self.data_dir,
+                    "history_max_age": self.history_max_age_days * 86400,
+                    "history_max_per_target": self.history_max_per_target,
+                    "history_expire_every": self.history_expire_every}
+        if self.cluster_url:
+            settings.update({"cluster_url": self.cluster_url, "cluster_password": self.cluster_password,
+                             "node_name": self.node_name, "node_timeout": self.node_timeout,
+                             "heartbeat_interval": self.heartbeat_interval, "snapshot_every": self.snapshot_every})
+        return settings
 
     def networks(self, name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(c, strict=False) for c in getattr(self, name)]
@@ -183,6 +196,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-host", dest="metrics_host", help="address of /metrics and /healthz (default 127.0.0.1)")
     p.add_argument("--metrics-port", dest="metrics_port", type=int,
                    help="port of /metrics and /healthz (default 0: off)")
+    p.add_argument("--cluster-url", dest="cluster_url",
+                   help="Redis URL of the cluster this node joins (default: none, a single server)")
+    p.add_argument("--node-name", dest="node_name", help="this node's name in the cluster (default: host name)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other configuration key, e.g. --set sendq=65536 (repeatable)")
     return p

@@ -317,6 +317,19 @@ class Collector:
                         LATENCY_BUCKETS, v["histograms"]["latency"])
         yield gauge("chatroom_bus_inbox_depth", "Items waiting in each worker's bus inbox", labels=["worker"],
                     rows=[([str(w)], d) for w, d in sorted(bus.get("depth", {}).items())])
+        if "node_index" in bus:  # cluster mode (docs/cluster.md)
+            yield gauge("chatroom_cluster_up", "1 while this node reaches Redis", int(bus["cluster_available"]))
+            yield gauge("chatroom_cluster_redis_rtt_seconds", "The latest Redis round trip (an append or a heartbeat)",
+                        bus["cluster_rtt"])
+            yield counter("chatroom_cluster_cross_node_deliveries",
+                          "Deliveries to this node's workers of lines published on other nodes",
+                          bus["cluster_cross_node"])
+            yield gauge("chatroom_cluster_pending_publishes",
+                        "Batches this node appended to the log and has not applied yet", bus["cluster_pending"])
+            yield counter("chatroom_cluster_log_entries", "Log entries this node applied", bus["cluster_applied"])
+            yield gauge("chatroom_cluster_nodes", "Nodes the log says are up", bus["cluster_nodes"])
+            yield counter("chatroom_cluster_outages", "Times this node lost Redis", bus["cluster_outages"])
+            yield counter("chatroom_cluster_lost_logs", "Times the log was lost and rebuilt", bus["cluster_epochs"])
         yield counter("chatroom_worker_restarts", "Times each worker was respawned", labels=["worker"],
                       rows=[([str(i)], n) for i, n in sorted(v["restarts"].items())])
         # resources

@@ -224,13 +224,17 @@ class Supervisor:
             self.bus_address = successor(self.bus_address)
         manager = ChatManager(address=self.bus_address, ctx=self.ctx)
         try:
-            manager.start(initializer=_manager_init, initargs=(cfg.bus_settings(), cfg, self.private_fds()))
+            settings = cfg.bus_settings()
+            settings["resume"] = self.manager is not None  # cluster mode: a new manager of a running node
+            manager.start(initializer=_manager_init, initargs=(settings, cfg, self.private_fds()))
         except (EOFError, OSError) as exc:
             raise ManagerBootError(f"the manager could not start (data directory {cfg.data_dir}: "
                                    f"{exc or 'see the log above'})") from None
         self.manager = manager
         self.manager_started = time.monotonic()
         self.bus = manager.get_bus()  # type: ignore[attr-defined]
+        if cfg.cluster_url:  # the node index goes into every session id (Worker.new_sid)
+            cfg.node_index = int(self.bus.stats().get("node_index", 0))
         log.info("manager ready (pid %d)", manager._process.pid)  # type: ignore[attr-defined]
 
     def spawn_acceptor(self) -> None:
@@ -352,10 +356,12 @@ class Supervisor:
 
     def reload(self) -> None:
         try:
-            self.config = config_mod.load(self.argv)
+            config = config_mod.load(self.argv)
         except (SystemExit, OSError, ValueError) as exc:
             log.error("configuration not reloaded: %s", exc)
             return
+        config.node_index = self.config.node_index  # (cluster mode: the node's index is not a setting)
+        self.config = config
         setup_logging(self.config, "supervisor")
         for slot in self.slots.values():
             if slot.process.is_alive():

@@ -61,6 +61,7 @@ from server.bus.records import (
     ModeChanged,
     MonitorChange,
     MonitorStatus,
+    Netsplit,
     NickChanged,
     Parted,
     PrivateDelivery,
@@ -78,6 +79,7 @@ from server.bus.records import (
     Wallops,
 )
 from server.irc.accounts import enforce_protection
+from server.irc.commands import batch_ref
 from server.irc.messaging import some_tags
 from server.ops import cloak as cloak_mod
 from server.ops import config as config_mod
@@ -87,7 +89,7 @@ from server.ops.logs import setup_logging
 from server.ops.metrics import MESSAGE_KINDS, WorkerStats, exchange
 from server.process.lifeline import die_with_parent, orphaned
 from server.process.sendq import Writer
-from server.process.session import ConnectionGone, Pending, Session, Unit, handle_client
+from server.process.session import ConnectionGone, Pending, Session, Unit, add_tag, handle_client
 from server.process.threads import ClientThreads
 from server.process.websocket import WebSocketState
 from server.protocol import Message, RemoteProtocolError, error_reply, escape_tag_value, numerics
@@ -137,7 +139,8 @@ class Worker:
         self.running = True
         self.publishing = False
         self._store: Store | None = None
-        self._sid_base = (os.getpid() & 0xFFFFFF) << 32
+        # the node index (cluster mode, else 0) and the pid: unique across processes and nodes
+        self._sid_base = ((config.node_index & 0x3F) << 56) | (os.getpid() & 0xFFFFFF) << 32
         self._sid_next = 0
         self._sid_lock = threading.Lock()
         self.msgid_prefix = secrets.token_hex(3) + f"{index:x}"
@@ -162,6 +165,7 @@ class Worker:
             Wallops: self.on_wallops, ChannelState: self.on_channel_state, MemberModes: self.on_member_modes,
             MonitorStatus: self.on_monitor_status, MonitorChange: self.on_monitor_change,
             ReadMarker: self.on_read_marker, Redacted: self.on_redacted,
+            Netsplit: self.on_netsplit,
         }
 
     # -- helpers for sessions -------------------------------------------------
@@ -683,6 +687,35 @@ class Worker:
         n = self._to_channels(e.keys, line, put, {e.sid}, account=e.account)
         for key in e.keys:
             self._leave(key, e.sid)
+        return n
+
+    def on_netsplit(self, e: Netsplit, put: Put) -> int:
+        """Cluster mode: a dead node's users' QUITs, in one ``netsplit`` batch
+        for each member with ``batch``."""
+        lines: dict[int, tuple[Session, list[bytes]]] = {}
+        for q in e.quits:
+            line = Message("QUIT", (q.reason,), q.prefix).to_bytes()
+            tagged = self._with_account(line, q.account)
+            seen = {q.sid}
+            for key in q.keys:
+                for msid, m in self.channels.get(key, {}).items():
+                    if msid not in seen:
+                        seen.add(msid)
+                        lines.setdefault(msid, (m, []))[1].append(tagged if "account-tag" in m.caps else line)
+            for key in q.keys:
+                self._leave(key, q.sid)
+        n = 0
+        for m, out in lines.values():
+            if not out:
+                continue
+            n += len(out)
+            if "batch" in m.caps:
+                ref = batch_ref("N")
+                tag = f"batch={ref}".encode()
+                put(m, b"".join([Message("BATCH", ("+" + ref, "netsplit", *e.servers)).to_bytes(),
+                                 *[add_tag(x, tag) for x in out], Message("BATCH", ("-" + ref,)).to_bytes()]))
+            else:
+                put(m, b"".join(out))
         return n
 
     def on_nick(self, e: NickChanged, put: Put) -> int:

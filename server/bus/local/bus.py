@@ -260,6 +260,7 @@ class Bus:
         self.registrations = 0
         self.started = time.time()
         self.now = self.started
+        self.clock: Callable[[], float] = time.time  # the time a batch is applied at (cluster: the entry's)
         self.handlers: dict[type, Callable[[int, Any], None]] = {Send: self._message, Request: self._request}
         self.state_seq = 0  # ChannelState pushes (see the module docstring)
         self.restored: dict[str, tuple[float, int]] = {}  # channel -> the state it was rebuilt from
@@ -329,7 +330,7 @@ class Bus:
         """Apply a batch in order; return the deepest inbox it will touch."""
         with self.lock:
             job = self.job
-            self.now = time.time()
+            self.now = self.clock()
             stamp: Stamp | None = None
             handlers = self.handlers
             for item in batch:
@@ -406,7 +407,7 @@ class Bus:
         """A worker re-registers its clients and channels into this (new)
         manager (server/state/rebuild.py); returns how many clients it added."""
         with self.lock:
-            self.now = time.time()
+            self.now = self.clock()
             n = rebuild.restore(self.registry, worker, users, channels, self.restored, self.now)
             self._queue(self.job)
             log.info("worker %d restored %d clients in %d channels", worker, n, len(channels))

@@ -20,7 +20,12 @@ _bus: Bus | None = None
 
 def _init_bus(settings: dict[str, Any]) -> None:
     global _bus
-    _bus = Bus(settings)
+    if settings.get("cluster_url"):
+        # cluster mode (docs/cluster.md); redis is imported only here
+        from server.bus.cluster.bus import ClusterBus
+        _bus = ClusterBus(settings)
+    else:
+        _bus = Bus(settings)
 
 
 def _get_bus() -> Bus:
