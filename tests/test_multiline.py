@@ -160,10 +160,16 @@ def test_labeled_batch_to_an_away_user(room) -> None:
     bob.send("AWAY :gone")
     bob.expect("306")
     send_batch(alice, "bob", ["a", "b"], opener_tags="@label=aw ")
-    assert alice.expect("301").params[1:] == ("bob", "gone")
+    # the 301 and the echo are the command's answer: one labeled batch holds both
+    outer = alice.expect(lambda m: m.verb == "BATCH" and m.tags.get("label") == "aw")
+    assert outer.params[1] == "labeled-response"
+    ref = outer.params[0][1:]
+    away = alice.expect("301")
+    assert away.params[1:] == ("bob", "gone") and away.tags.get("batch") == ref
     echo = batch_of(alice)
-    assert echo[0].tags["label"] == "aw" and [m.params[1] for m in echo[1:-1]] == ["a", "b"]
-    assert all("label" not in m.tags for m in echo[1:])
+    assert echo[0].tags.get("batch") == ref and [m.params[1] for m in echo[1:-1]] == ["a", "b"]
+    assert all("label" not in m.tags for m in echo)
+    alice.expect(lambda m: m.verb == "BATCH" and m.params[0] == "-" + ref)
 
 
 def test_labeled_batch_without_echo_is_acked_and_errors_are_labeled(start_server: Callable[..., Server]) -> None:
