@@ -621,3 +621,42 @@ CORE = [test_core_chat.test_channel_and_private_chat_across_workers, test_core_c
 @pytest.mark.parametrize("core", CORE, ids=[t.__name__.removeprefix("test_") for t in CORE])
 def test_core_chat_in_cluster_mode(cluster: Cluster, core: Callable[[Server], None]) -> None:
     core(Spread(cluster))  # type: ignore[arg-type]
+
+
+def test_redis_out_of_memory_refuses_commands_then_carries_on(cluster: Cluster) -> None:
+    import redis as redis_client  # the cluster extra
+
+    a, b = nodes(cluster)
+    alice = a.client("alice", caps=("echo-message",))
+    bob = b.client("bob")
+    alice.join("#m")
+    bob.join("#m")
+    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    admin = redis_client.Redis(port=cluster.redis.port)
+    used = int(admin.info("memory")["used_memory"])
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", str(used + 50_000))
+    try:
+        for i in range(400):  # the log grows until Redis refuses to append
+            alice.send(f"PRIVMSG #m :{'x' * 400} {i}")
+            m = alice.expect(lambda m: m.verb in ("PRIVMSG", "400"))
+            if m.verb == "400":
+                assert "Cluster unavailable" in m.params[-1]
+                break
+        else:
+            raise AssertionError("Redis never refused an append")
+        alice.send("PING :alive")
+        alice.expect("PONG")
+    finally:
+        admin.config_set("maxmemory", "0")
+    deadline = time.monotonic() + 15
+    while True:  # room again: the same log goes on, on both nodes
+        alice.send("PRIVMSG #m :after")
+        m = alice.expect(lambda m: m.verb in ("PRIVMSG", "400"))
+        if m.verb == "PRIVMSG" and m.params[1] == "after":
+            break
+        assert time.monotonic() < deadline, f"chat did not resume: {m.to_line()}"
+        time.sleep(0.2)
+    assert bob.expect(lambda m: m.verb == "PRIVMSG" and m.params[1] == "after").source.startswith("alice!")
+    bob.send("PRIVMSG #m :from b")
+    assert alice.expect(lambda m: m.verb == "PRIVMSG" and m.params[1] == "from b").source.startswith("bob!")
