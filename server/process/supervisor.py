@@ -229,7 +229,7 @@ class Supervisor:
             manager.start(initializer=_manager_init, initargs=(settings, cfg, self.private_fds()))
         except (EOFError, OSError) as exc:
             raise ManagerBootError(f"the manager could not start (data directory {cfg.data_dir}: "
-                                   f"{exc or 'see the log above'})") from None
+                                   f"{str(exc) or 'see the log above'})") from None
         self.manager = manager
         self.manager_started = time.monotonic()
         self.bus = manager.get_bus()  # type: ignore[attr-defined]

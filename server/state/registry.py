@@ -135,6 +135,7 @@ class Registry:
         self.registered: dict[str, dict[str, Any]] = {}
         self.persist_channel: Callable[[str, dict[str, Any] | None], None] = lambda key, info: None
         self.history_mark: Callable[[], int] = lambda: 0  # id of the last history row, in bus order
+        self.clock: Callable[[], float] = time.time  # the bus's time of the batch being applied (WHOWAS)
         # MONITOR lists; read markers (account, target) -> timestamp, loaded and kept by the bus
         self.monitors = Monitors()
         self.read_markers: dict[tuple[str, str], str] = {}
@@ -306,7 +307,7 @@ class Registry:
 
     def _remember(self, u: User, nick: str) -> None:
         entries = self.gone.setdefault(self.fold(nick), [])
-        entries.insert(0, (nick, u.user, u.host, u.realname, time.time()))
+        entries.insert(0, (nick, u.user, u.host, u.realname, self.clock()))
         del entries[10:]
         if len(self.gone) > 10000:
             self.gone.pop(next(iter(self.gone)))

@@ -111,8 +111,8 @@ HEARTBEAT = "chatroom:node:"  # + index: the node's incarnation, with a TTL of n
 SNAPSHOT = "chatroom:snapshot"  # the state of every registry after one entry (then the log before it is trimmed)
 POSITIONS = "chatroom:positions"  # node index -> "<last applied id> <unix time>"
 # registry attributes that are wiring, not state (a snapshot leaves them out)
-WIRING = frozenset({"emit", "persist_channel", "persist_marker", "persist_redaction", "history_mark", "casemapping",
-                    "channel_len", "max_channels", "chantypes", "max_list"})
+WIRING = frozenset({"emit", "persist_channel", "persist_marker", "persist_redaction", "history_mark", "clock",
+                    "casemapping", "channel_len", "max_channels", "chantypes", "max_list"})
 WORKER_SPAN = 1000  # cluster-wide worker id = node index * WORKER_SPAN + local index
 MAX_NODES = 63  # session ids keep the node index in bits 56-61
 EXIT_CLUSTER_ERROR = 5  # the manager's exit code when Redis refuses it or stays unreachable at start

@@ -248,6 +248,7 @@ class Bus:
         self.registry.persist_redaction = lambda key, msgid: self.job.effects.append(RedactRow(key, msgid))
         self.history_id = self.store.last_history_id()
         self.registry.history_mark = lambda: self.history_id
+        self.registry.clock = lambda: self.now
         self.klines_path = Path(data_dir) / klines.FILE
         self.registry.klines = klines.load(self.klines_path, time.time())
         self.committer = Committer(self, float(settings.get("history_max_age", 0)),
