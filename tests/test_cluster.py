@@ -660,3 +660,36 @@ def test_redis_out_of_memory_refuses_commands_then_carries_on(cluster: Cluster) 
     assert bob.expect(lambda m: m.verb == "PRIVMSG" and m.params[1] == "after").source.startswith("alice!")
     bob.send("PRIVMSG #m :from b")
     assert alice.expect(lambda m: m.verb == "PRIVMSG" and m.params[1] == "from b").source.startswith("bob!")
+
+
+def test_modern_features_across_nodes(cluster: Cluster) -> None:
+    """MONITOR, draft/multiline, REDACT and MARKREAD ride the log like the rest."""
+    from tests.test_history import fetch
+    from tests.test_multiline import batch_of, send_batch
+
+    a, b = nodes(cluster)
+    caps = ("batch", "draft/multiline", "draft/message-redaction", "draft/read-marker", "echo-message",
+            "message-tags", "server-time", "draft/chathistory", "sasl")
+    watcher = a.client("watcher", caps)
+    watcher.send("MONITOR + Writer")
+    assert watcher.expect("731").params[-1] == "Writer"
+    writer = b.client("writer", caps)
+    assert watcher.expect("730").params[-1].startswith("writer!")
+    for c in (watcher, writer):
+        c.join("#modern")
+    watcher.expect(lambda m: m.verb == "JOIN" and m.source.startswith("writer!"))
+    for c in (watcher, writer):
+        c.sync()
+        c.backlog.clear()
+    send_batch(writer, "#modern", ["first line", "second line"])
+    got = batch_of(watcher)
+    assert [m.params[1] for m in got[1:-1]] == ["first line", "second line"]
+    echo = batch_of(writer)
+    msgid = echo[0].tags["msgid"]
+    assert got[0].tags["msgid"] == msgid
+    writer.send(f"REDACT #modern {msgid} :oops")
+    assert watcher.expect("REDACT").params[:2] == ("#modern", msgid)
+    watcher.sync()
+    assert not [t for _, t in fetch(watcher, "CHATHISTORY LATEST #modern * 10") if "line" in t]
+    writer.send("QUIT :bye")
+    assert watcher.expect("731").params[-1] == "writer"
