@@ -25,6 +25,7 @@ from server.protocol import (
     normalize_mask,
     split_userhost,
 )
+from server.protocol.casemap import CASEMAPPINGS
 
 # -- casefold ----------------------------------------------------------------------
 
@@ -273,3 +274,11 @@ def test_normalized_masks_match() -> None:
 )
 def test_is_valid_hostname(host: str, valid: bool) -> None:
     assert is_valid_hostname(host) is valid
+
+
+@pytest.mark.parametrize("mapping", sorted(CASEMAPPINGS))
+def test_casefold_fast_path_matches_the_tables(mapping: str) -> None:
+    every_ascii = "".join(map(chr, range(128)))
+    for name in (every_ascii, "#Room[1]\\~", "Nick^{}|", "", "#ÉtÉ[x]", "ÄB~"):
+        assert casefold(name, mapping) == name.translate(CASEMAPPINGS[mapping])
+    assert casefold("#Bench[A]~", mapping).startswith("#bench")

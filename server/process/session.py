@@ -60,7 +60,8 @@ class ConnectionGone(Exception):
     """The session is closing; stop handling its input."""
 
 
-RECV_SIZE = 4096  # bytes per recv(); a longer line (tags) just takes a few
+RECV_SIZE = 512  # bytes of the blocking recv(): one line, the usual read of an idle client
+MORE_SIZE = 4096  # bytes of the non-blocking recv() that follows a full one (a burst, tags)
 
 
 class Pending:
@@ -159,8 +160,9 @@ class Session:
         self.ping_sent: float | None = None
         self.closing: str | None = None
         self.forgotten = False  # the registry already dropped us (QUIT)
-        # One receive buffer for the client's life: recv(n) would allocate n bytes
-        # per call and shrink them, which fragments the heap of a busy worker.
+        # One small receive buffer for the client's life: recv(n) would allocate n
+        # bytes per call and shrink them, which fragments the heap of a busy worker;
+        # and it is resident memory of every connection, idle ones included.
         self._rview = memoryview(bytearray(RECV_SIZE))
         # flood control (token bucket)
         self.flood_exempt = worker.is_flood_exempt(ip)
@@ -488,7 +490,15 @@ class Session:
 
     def _recv(self) -> bytes:
         n = self.sock.recv_into(self._rview)
-        return bytes(self._rview[:n])
+        data = bytes(self._rview[:n])
+        if n == RECV_SIZE and self.sock.gettimeout() is None:
+            # More may be waiting (a burst): take it now, without blocking. (Only
+            # without a timeout: with one, Python would poll for the timeout first.)
+            try:
+                data += self.sock.recv(MORE_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                pass
+        return data
 
     def receive(self) -> bytes:
         """The next input from the client (plaintext); ``b""`` at the end.

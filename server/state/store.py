@@ -97,6 +97,9 @@ def migrate(conn: sqlite3.Connection) -> int:
     return len(MIGRATIONS)
 
 
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a reused WAL file is truncated to (journal_size_limit)
+
+
 class Store:
     """Thread-safe access to the database for one process."""
 
@@ -117,15 +120,30 @@ class Store:
         checkpoint runs inside the COMMIT that crosses the threshold, with its
         fsyncs, and stalls whatever waits for that commit (the bus's deliveries:
         up to a quarter of a second measured here, and half the cost of a small
-        commit). :meth:`checkpoint`, from another connection and thread, does it."""
+        commit). :meth:`checkpoint`, from another connection and thread, does it.
+        A WAL that grew past 64 MiB (a long reader held it) is cut back to that
+        size when it is next reused."""
         with self.lock:
             self.conn.execute("PRAGMA wal_autocheckpoint=0")
+            self.conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, restart: bool = False) -> bool:
         """Copy the WAL into the database as far as readers allow (PASSIVE: it
-        blocks neither readers nor writers)."""
+        blocks neither readers nor writers). True when every frame was copied.
+        ``restart``: also make the next write start the WAL over from its
+        beginning, waiting at most 20 ms for readers (and so for nobody
+        long: the caller holds the writer off)."""
         with self.lock:
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            if not restart:
+                row = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+            else:
+                self.conn.execute("PRAGMA busy_timeout=20")
+                try:
+                    row = self.conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()[0]
+                finally:
+                    self.conn.execute("PRAGMA busy_timeout=30000")
+        busy, frames, copied = row
+        return not busy and copied >= frames
 
     # -- accounts -------------------------------------------------------------
     def create_account(self, fold: str, name: str, password_hash: str, email: str | None) -> bool:

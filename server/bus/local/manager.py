@@ -13,7 +13,7 @@ from multiprocessing.managers import BaseManager, BaseProxy
 from typing import Any, cast
 
 from server.bus.local.bus import Bus
-from server.bus.records import ChannelImage, Delivered, Published, SessionImage
+from server.bus.records import ChannelImage, Delivered, Published, SessionImage, pack, unpack
 
 _bus: Bus | None = None
 
@@ -40,13 +40,14 @@ def _call(proxy: BaseProxy, name: str, args: tuple[Any, ...] = ()) -> Any:
 
 
 class BusProxy(BaseProxy):
-    _exposed_ = ("publish", "fetch", "drop_worker", "stats", "query", "flush_history", "restore")
+    _exposed_ = ("publish", "fetch", "publish_wire", "fetch_wire", "drop_worker", "stats", "query",
+                 "flush_history", "restore")
 
     def publish(self, worker: int, batch: list[Published]) -> int:
-        return cast("int", _call(self, "publish", (worker, batch)))
+        return cast("int", _call(self, "publish_wire", (worker, pack(batch))))
 
     def fetch(self, worker: int, timeout: float = 1.0) -> list[Delivered]:
-        return cast("list[Delivered]", _call(self, "fetch", (worker, timeout)))
+        return cast("list[Delivered]", unpack(_call(self, "fetch_wire", (worker, timeout))))
 
     def drop_worker(self, worker: int, reason: str = "Connection closed") -> int:
         return cast("int", _call(self, "drop_worker", (worker, reason)))
