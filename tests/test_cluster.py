@@ -307,7 +307,7 @@ def test_snapshot_trims_the_log_and_a_new_node_starts_from_it(cluster: Cluster) 
         alice.expect("PRIVMSG")
     a.wait_log(r".*cluster: snapshot after entry .* entries trimmed.*", timeout=20)
     r = redis.Redis.from_url(cluster.redis.url)
-    assert r.xlen("chatroom:log") < 60
+    assert r.xlen("chatroom:log") < 100, "trimmed: some 130 entries were appended"
     c = cluster.node("c", 1)
     c.wait_log(r".*cluster: started from the snapshot after entry .*")
     carol = c.client("carol")
