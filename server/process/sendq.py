@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 _DONTWAIT = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 
 
+DRAIN_CHUNK = 256 * 1024
+
+
 class Output:
     """One client's socket output with its SendQ."""
 
@@ -190,22 +193,29 @@ class Output:
 
     def _drain(self) -> bool:
         """True while bytes remain."""
-        if self.closed or not self.pending:
+        pending = self.pending
+        if self.closed or not pending:
             return False
-        data = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
+        # One send of at most about DRAIN_CHUNK: a long SendQ is not copied
+        # whole each time the socket takes a little more.
+        k, size = 1, len(pending[0])
+        while k < len(pending) and size < DRAIN_CHUNK:
+            size += len(pending[k])
+            k += 1
+        data = b"".join(pending[:k]) if k > 1 else pending[0]
         try:
             n = self.sock.send(data, _DONTWAIT)
         except BlockingIOError:
             n = 0
         except OSError:
-            self.pending.clear()
+            pending.clear()
             self.pending_len = 0
             return False
         self.sent_bytes += n
         rest = data[n:]
-        self.pending = [rest] if rest else []
-        self.pending_len = len(rest)
-        return bool(rest)
+        self.pending = [rest, *pending[k:]] if rest else pending[k:]
+        self.pending_len -= n
+        return bool(self.pending)
 
     def close(self) -> None:
         """Stop output for good (the client is leaving)."""
