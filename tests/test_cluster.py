@@ -24,6 +24,7 @@ import pytest
 from tests import test_core_chat
 from tests.conftest import ROOT, SERVER_ERROR, Server
 from tests.ircclient import IRCClient
+from tests.test_history import fetch
 
 REDIS = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
 pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed (Debian package redis-server)")
@@ -172,19 +173,6 @@ def test_nick_collision_across_nodes_is_case_folded(cluster: Cluster) -> None:
 CAPS = ("draft/chathistory", "batch", "server-time", "message-tags")
 
 
-def history(c: IRCClient, line: str) -> list[tuple[str, str]]:
-    """(msgid, text) of a CHATHISTORY batch, in order."""
-    c.send(line)
-    start = c.expect("BATCH")
-    ref = start.params[0][1:]
-    out = []
-    while True:
-        m = c.expect(lambda m: m.tags.get("batch") == ref or (m.verb == "BATCH" and m.params[0] == "-" + ref))
-        if m.verb == "BATCH":
-            return out
-        out.append((m.tags["msgid"], m.params[-1]))
-
-
 def test_one_order_per_channel_across_nodes_and_workers(cluster: Cluster) -> None:
     a, b = nodes(cluster)
     clients = [a.client("a1"), a.client("a2"), b.client("b1"), b.client("b2")]
@@ -257,13 +245,13 @@ def test_chathistory_on_node_b_returns_what_was_said_on_node_a(cluster: Cluster)
     ids = [m.tags["msgid"] for m in sent]
     got = [reader.expect("PRIVMSG") for _ in texts]
     assert [m.params[1] for m in got] == texts
-    on_b = history(reader, "CHATHISTORY LATEST #h * 20")
-    on_a = history(alice, "CHATHISTORY LATEST #h * 20")
+    on_b = fetch(reader, "CHATHISTORY LATEST #h * 20")
+    on_a = fetch(alice, "CHATHISTORY LATEST #h * 20")
     assert on_b == list(zip(ids, texts, strict=True))
     assert on_a == on_b
     alice.send("PRIVMSG reader :private from a")
     reader.expect("PRIVMSG")
-    assert [t for _, t in history(reader, "CHATHISTORY LATEST alice * 5")] == ["private from a"]
+    assert [t for _, t in fetch(reader, "CHATHISTORY LATEST alice * 5")] == ["private from a"]
 
 
 def test_accounts_registered_on_one_node_work_on_the_other(cluster: Cluster) -> None:
@@ -516,6 +504,8 @@ def test_a_node_declared_down_while_its_manager_was_gone_closes_its_clients(clus
     os.kill(pid, signal.SIGKILL)
     b.wait_log(r".*manager replaced in .*", timeout=20)
     bob.wait_closed()  # the log no longer has bob: closed, so that he reconnects
+    for w in range(2):  # (one who registers while the workers re-register is told to reconnect)
+        b.wait_log(rf".*worker {w}: re-registered .* with the new manager.*", timeout=20)
     again = b.client("bob")
     again.join("#d")
     assert alice.expect("JOIN").source.startswith("bob!")
@@ -664,7 +654,6 @@ def test_redis_out_of_memory_refuses_commands_then_carries_on(cluster: Cluster) 
 
 def test_modern_features_across_nodes(cluster: Cluster) -> None:
     """MONITOR, draft/multiline, REDACT and MARKREAD ride the log like the rest."""
-    from tests.test_history import fetch
     from tests.test_multiline import batch_of, send_batch
 
     a, b = nodes(cluster)

@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from server.state.registry import Registry
 from tests.conftest import Server
 from tests.ircclient import IRCClient
+from tests.test_security_bans import target_chanop_oper
 from tests.test_supervision import check_log, pid_of
 
 EXEMPT = ("--set", "flood_exempt=127.0.0.0/8")
@@ -212,17 +212,7 @@ def test_extban_mute_by_account_across_workers(start_server: Callable[..., Serve
 def test_extbans_and_the_real_address_rule() -> None:
     """A channel operator's m: on a real address mutes nobody (it would tell
     who has the address); a server operator's does; a: entries match accounts."""
-    reg = Registry(lambda workers, item: None)
-    reg.connect(1, 0, "192.0.2.5", "abc.def.ip")
-    reg.connect(2, 0, "198.51.100.1", "zzz.yyy.ip")
-    reg.connect(3, 0, "203.0.113.9", "ooo.ppp.ip")
-    for sid, nick in ((1, "target"), (2, "chanop"), (3, "oper")):
-        reg.claim_nick(sid, nick)
-        reg.register(sid, "~u", "real", 0.0)
-    reg.users[3].modes.add("o")
-    reg.join(2, "#x", None, 0.0)
-    ch = reg.channels["#x"]
-    target = reg.users[1]
+    reg, ch, target = target_chanop_oper()
     reg.mode(2, "#x", [(True, "b", "m:*!*@192.0.2.5")], 0.0)
     assert not reg.is_muted(ch, target) and not reg.is_banned(ch, target)
     reg.mode(2, "#x", [(True, "b", "m:*!*@abc.def.ip")], 0.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from server.ops.passwords import hash_password
-from server.state.registry import Registry
+from server.state.registry import Channel, Registry, User
 from tests.conftest import Server
 from tests.ircclient import IRCClient
 
@@ -118,7 +118,9 @@ def test_operator_bans_match_real_addresses(cloaked: Server) -> None:
     victim.expect("JOIN")
 
 
-def test_registry_real_address_rule() -> None:
+def target_chanop_oper() -> tuple[Registry, Channel, User]:
+    """A registry with a target (sid 1), the operator of #x (2) and a server
+    operator (3), each on a real address and a cloak; returns it, #x, target."""
     reg = Registry(lambda workers, item: None)
     reg.connect(1, 0, "192.0.2.5", "abc.def.ip")
     reg.connect(2, 0, "198.51.100.1", "zzz.yyy.ip")
@@ -128,8 +130,11 @@ def test_registry_real_address_rule() -> None:
         reg.register(sid, "~u", "real", 0.0)
     reg.users[3].modes.add("o")
     reg.join(2, "#x", None, 0.0)
-    ch = reg.channels["#x"]
-    target = reg.users[1]
+    return reg, reg.channels["#x"], reg.users[1]
+
+
+def test_registry_real_address_rule() -> None:
+    reg, ch, target = target_chanop_oper()
     reg.mode(2, "#x", [(True, "b", "*!*@192.0.2.5")], 0.0)
     assert not reg.is_banned(ch, target)
     reg.mode(2, "#x", [(True, "b", "*!*@abc.def.ip")], 0.0)
