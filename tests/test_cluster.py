@@ -133,6 +133,18 @@ def nodes(c: Cluster) -> tuple[Server, Server]:
     return c.a, c.b  # type: ignore[attr-defined]
 
 
+def alice_and_bob(c: Cluster, channel: str, alice_caps: tuple[str, ...] = ()
+                  ) -> tuple[Server, Server, IRCClient, IRCClient]:
+    """alice on node a and bob on node b, both in ``channel`` (alice saw bob join)."""
+    a, b = nodes(c)
+    alice = a.client("alice", caps=alice_caps)
+    bob = b.client("bob")
+    alice.join(channel)
+    bob.join(channel)
+    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    return a, b, alice, bob
+
+
 def test_chat_across_nodes_in_a_channel_and_privately(cluster: Cluster) -> None:
     a, b = nodes(cluster)
     alice = a.client("alice", caps=("echo-message", "server-time", "message-tags"))
@@ -204,12 +216,7 @@ def test_one_order_per_channel_across_nodes_and_workers(cluster: Cluster) -> Non
 
 
 def test_modes_bans_and_kick_across_nodes(cluster: Cluster) -> None:
-    a, b = nodes(cluster)
-    alice = a.client("alice")
-    bob = b.client("bob")
-    alice.join("#m")
-    bob.join("#m")
-    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    _a, _b, alice, bob = alice_and_bob(cluster, "#m")
     alice.send("MODE #m +m")
     assert bob.expect("MODE").params[:2] == ("#m", "+m")
     bob.send("PRIVMSG #m :can I speak?")
@@ -425,12 +432,7 @@ def test_redis_stopped_and_started_again_during_traffic(cluster: Cluster) -> Non
 
 @pytest.mark.persistent_redis
 def test_redis_restarted_with_its_data_carries_on_with_the_same_log(cluster: Cluster) -> None:
-    a, b = nodes(cluster)
-    alice = a.client("alice")
-    bob = b.client("bob")
-    alice.join("#p")
-    bob.join("#p")
-    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    a, b, alice, bob = alice_and_bob(cluster, "#p")
     cluster.redis.stop()
     bob.send("PRIVMSG #p :during")
     assert "Cluster unavailable" in bob.expect("400").params[-1]
@@ -452,12 +454,7 @@ def test_redis_restarted_with_its_data_carries_on_with_the_same_log(cluster: Clu
 
 @pytest.mark.server_errors  # the supervisor logs the worker's death as an error
 def test_a_dead_worker_s_users_quit_on_every_node(cluster: Cluster) -> None:
-    a, b = nodes(cluster)
-    alice = a.client("alice")
-    bob = b.client("bob")
-    alice.join("#w")
-    bob.join("#w")
-    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    a, b, alice, _bob = alice_and_bob(cluster, "#w")
     os.kill(b.worker_pids()[b.worker_of("bob")], signal.SIGKILL)
     quit_ = alice.expect("QUIT")
     assert quit_.source.startswith("bob!")
@@ -467,12 +464,7 @@ def test_a_dead_worker_s_users_quit_on_every_node(cluster: Cluster) -> None:
 
 @pytest.mark.server_errors  # the supervisor logs the manager's death as an error
 def test_a_nodes_manager_killed_is_replaced_and_its_clients_stay(cluster: Cluster) -> None:
-    a, b = nodes(cluster)
-    alice = a.client("alice")
-    bob = b.client("bob")
-    alice.join("#c")
-    bob.join("#c")
-    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    a, _b, alice, bob = alice_and_bob(cluster, "#c")
     pid = int(a.wait_log(r".*manager ready \(pid (\d+)\).*").group(1))
     os.kill(pid, signal.SIGKILL)
     a.wait_log(r".*manager replaced in .*", timeout=20)
@@ -492,12 +484,7 @@ def test_a_nodes_manager_killed_is_replaced_and_its_clients_stay(cluster: Cluste
 
 @pytest.mark.server_errors  # the supervisor logs the manager's death as an error
 def test_a_node_declared_down_while_its_manager_was_gone_closes_its_clients(cluster: Cluster) -> None:
-    a, b = nodes(cluster)
-    alice = a.client("alice")
-    bob = b.client("bob")
-    alice.join("#d")
-    bob.join("#d")
-    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    _a, b, alice, bob = alice_and_bob(cluster, "#d")
     pid = int(b.wait_log(r".*manager ready \(pid (\d+)\).*").group(1))
     os.kill(pid, signal.SIGSTOP)  # no heartbeat: node a declares node b down
     assert alice.expect("QUIT", timeout=NODE_TIMEOUT + 4).source.startswith("bob!")
