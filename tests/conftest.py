@@ -136,19 +136,24 @@ def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
         return srv
 
     yield start
+    stop_servers(request, started)
+
+
+def stop_servers(request: pytest.FixtureRequest, started: list[Server], what: str = "server") -> None:
+    """Stop ``started``; print their logs if the test failed, else fail it if
+    one logged an error or a traceback (unless marked ``server_errors``): the
+    log is part of what the server promises."""
     for srv in started:
         srv.stop()
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
         for srv in started:
-            print("---- server log ----\n" + "\n".join(srv.lines[-200:]))
+            print(f"---- {what} log ----\n" + "\n".join(srv.lines[-200:]))
     elif request.node.get_closest_marker("server_errors") is None:
-        # A server that logged an error or a traceback fails the test, even if
-        # every assertion held: the log is part of what the server promises.
         for srv in started:
             bad = [line for line in srv.lines if SERVER_ERROR.search(line)]
             if bad:
-                pytest.fail("the server logged errors:\n" + "\n".join(bad[:20]), pytrace=False)
+                pytest.fail(f"the {what} logged errors:\n" + "\n".join(bad[:20]), pytrace=False)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests import test_core_chat
-from tests.conftest import ROOT, SERVER_ERROR, Server
+from tests.conftest import ROOT, Server, stop_servers
 from tests.ircclient import IRCClient
 from tests.test_history import fetch
 
@@ -116,17 +116,7 @@ def cluster(redis_server: Redis, tmp_path: Path, request: pytest.FixtureRequest)
     c.a = c.node("a")  # type: ignore[attr-defined]
     c.b = c.node("b")  # type: ignore[attr-defined]
     yield c
-    for srv in started:
-        srv.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        for srv in started:
-            print("---- node log ----\n" + "\n".join(srv.lines[-150:]))
-    elif request.node.get_closest_marker("server_errors") is None:
-        for srv in started:
-            bad = [line for line in srv.lines if SERVER_ERROR.search(line)]
-            if bad:
-                pytest.fail("a node logged errors:\n" + "\n".join(bad[:20]), pytrace=False)
+    stop_servers(request, started, "node")
 
 
 def nodes(c: Cluster) -> tuple[Server, Server]:

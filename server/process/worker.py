@@ -690,25 +690,15 @@ class Worker:
         return n
 
     def on_netsplit(self, e: Netsplit, put: Put) -> int:
-        """Cluster mode: a dead node's users' QUITs, in one ``netsplit`` batch
-        for each member with ``batch``."""
-        lines: dict[int, tuple[Session, list[bytes]]] = {}
-        for q in e.quits:
-            line = Message("QUIT", (q.reason,), q.prefix).to_bytes()
-            tagged = self._with_account(line, q.account)
-            seen = {q.sid}
-            for key in q.keys:
-                for msid, m in self.channels.get(key, {}).items():
-                    if msid not in seen:
-                        seen.add(msid)
-                        lines.setdefault(msid, (m, []))[1].append(tagged if "account-tag" in m.caps else line)
-            for key in q.keys:
-                self._leave(key, q.sid)
-        n = 0
-        for m, out in lines.values():
-            if not out:
-                continue
-            n += len(out)
+        """Cluster mode: a dead node's users' QUITs (as :meth:`on_quit` makes
+        them), in one ``netsplit`` batch for each member with ``batch``."""
+        gathered: dict[int, tuple[Session, list[bytes]]] = {}
+
+        def collect(m: Session, data: bytes) -> None:
+            gathered.setdefault(m.sid, (m, []))[1].append(data)
+
+        n = sum(self.on_quit(q, collect) for q in e.quits)
+        for m, out in gathered.values():
             if "batch" in m.caps:
                 ref = batch_ref("N")
                 tag = f"batch={ref}".encode()
