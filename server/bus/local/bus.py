@@ -264,6 +264,7 @@ class Bus:
             SaveReadMarker(account, target, ts))
         self.registry.persist_redaction = lambda key, msgid: self.job.effects.append(RedactRow(key, msgid))
         self.history_id = self.store.last_history_id()
+        self.history_time = self.store.last_history_time()  # rows are stored with times that never go back
         self.registry.history_mark = lambda: self.history_id
         self.registry.clock = lambda: self.now
         self.klines_path = Path(data_dir) / klines.FILE
@@ -495,9 +496,17 @@ class Bus:
     def _store_row(self, key: str, item: Send) -> None:
         """A history row; its id is its place in the bus order."""
         self.history_id += 1
+        # Time order is id order (the store's time lookups rely on it, migration
+        # 3): a message stamped a moment before one another worker's publish
+        # already stored is stored at that one's time. Its server-time tag is
+        # what the client was shown, and replays, unchanged.
+        ts = item.time
+        if ts < self.history_time:
+            ts = self.history_time
+        self.history_time = ts
         # kept as bytes here (inside the bus lock); the committer decodes them
         line = item.body if item.multi is None else item.multi.stored  # a multiline message: one row
-        self.job.rows.append((self.history_id, key, item.msgid, item.time, item.kind, item.tags_full, line))
+        self.job.rows.append((self.history_id, key, item.msgid, ts, item.kind, item.tags_full, line))
 
     def _request(self, worker: int, item: Request) -> None:
         token, op = item.token, item.op

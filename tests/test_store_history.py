@@ -1,0 +1,81 @@
+"""History's time lookups (server/state/store.py, migration 3): time order is id
+order, so a timestamp is found by a binary search over the (target, id) index,
+and the bus stores a time that never goes back."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+from server.bus.local.bus import Bus
+from server.bus.records import Send
+from server.state.store import MIGRATIONS, Store
+
+
+def fill(store: Store, n: int, targets: int, seed: int) -> list[tuple[int, str, float]]:
+    """``n`` rows over ``targets`` targets, ids with gaps, times non-decreasing
+    in id order (with runs of equal times); returns (id, target, time)."""
+    rng = random.Random(seed)
+    rows, hid, ts = [], 0, 1_000_000.0
+    for _ in range(n):
+        hid += rng.choice((1, 1, 2, 7))
+        ts += rng.choice((0.0, 0.0, 0.001, 0.5, 3.0))
+        rows.append((hid, f"#t{rng.randrange(targets)}", f"m{hid}", ts, "P", "", f"line {hid}"))
+    store.commit(rows, [])
+    return [(r[0], r[1], r[3]) for r in rows]
+
+
+def test_position_by_timestamp_matches_a_scan(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    rows = fill(store, 3000, 7, seed=1)
+    rng = random.Random(2)
+    probes = [t for _, _, t in rng.sample(rows, 150)] + [0.0, 1e12] + [rng.uniform(999_990, rows[-1][2] + 5)
+                                                                       for _ in range(150)]
+    for target in ["#t0", "#t3", "#t6", "#none"]:
+        mine = [(i, t) for i, k, t in rows if k == target]
+        for ts in probes:
+            want = max((i for i, t in mine if t < ts), default=0)
+            assert store.history_position(target, ts=ts) == want, (target, ts)
+
+
+def test_targets_by_latest_time_in_range(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    rows = fill(store, 2000, 5, seed=3)
+    lo, hi = rows[300][2], rows[1500][2]
+    want = {}
+    for _, k, t in rows:
+        if lo < t < hi:
+            want[k] = t
+    expected = sorted(want.items(), key=lambda kt: (kt[1], kt[0]))
+    keys = [f"#t{i}" for i in range(5)] + ["#none"]
+    assert store.targets(keys, lo, hi, 10) == expected
+    assert store.targets(keys, lo, hi, 2, newest=True) == sorted(want.items(), key=lambda kt: (kt[1], kt[0]), reverse=True)[:2]
+
+
+def test_migration_drops_the_time_index_and_keeps_rows(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "chatroom.db")
+    for number, script in enumerate(MIGRATIONS[:2], start=1):
+        conn.executescript(script)
+        conn.execute(f"PRAGMA user_version={number}")
+    conn.execute("INSERT INTO history (id, target, msgid, time, kind, tags, line) VALUES (5, '#a', 'x', 10.0,"
+                 " 'P', '', 'hi')")
+    conn.commit()
+    conn.close()
+    store = Store(tmp_path)
+    indexes = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "history_target_time" not in indexes and "history_target_id" in indexes
+    assert store.history_position("#a", ts=10.5) == 5 and store.history_position("#a", ts=10.0) == 0
+
+
+def test_bus_stores_times_that_never_go_back(tmp_path: Path) -> None:
+    bus = Bus({"data_dir": str(tmp_path)})
+    bus.registry.channels.clear()
+    stamps = [100.0, 100.5, 100.2, 99.0, 101.0]  # workers stamp, the bus orders: a later row may be stamped earlier
+    with bus.lock:
+        for n, ts in enumerate(stamps):
+            bus._store_row("#a", Send(1, "#a", True, "P", b"", b"", b":n!u@h PRIVMSG #a :x\r\n", f"m{n}", ts, 0,
+                                      None))
+        rows = list(bus.job.rows)
+    assert [r[3] for r in rows] == [100.0, 100.5, 100.5, 100.5, 101.0]
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
