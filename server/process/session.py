@@ -565,6 +565,8 @@ def handle_client(session: Session) -> None:
                                    (session.sid, worker.index, session.ip, session.host, session.tls)))
         while session.closing is None:
             if not items:
+                if worker.outq.qsize() > worker.config.bus_batch:
+                    worker.wait_for_publisher()  # backpressure: read no more while the bus is behind
                 try:
                     data = session.receive()
                 except OSError as exc:

@@ -121,6 +121,8 @@ class Worker:
         self.pending: dict[int, Pending] = {}  # request token -> who waits for the result
         self.sending: dict[int, Unit] = {}  # message token -> the command it belongs to
         self.outq: queue.SimpleQueue[Published] = queue.SimpleQueue()
+        self.outq_room = threading.Condition()  # client threads wait here while the publisher is behind
+        self.outq_waiting = 0
         # local replica: channel key -> {sid: Session} for local members, and names
         self.channels: dict[str, dict[int, Session]] = {}
         self.channel_names: dict[str, str] = {}
@@ -180,6 +182,25 @@ class Worker:
 
     def publish(self, item: Published) -> None:
         self.outq.put(item)
+
+    def wait_for_publisher(self) -> None:
+        """Backpressure, for a client thread about to read more of its client's
+        input: while the publisher is more than ``bus_batch`` items behind, stop
+        reading (the socket fills up and TCP slows the client down) until the
+        queue is down to half of that.
+
+        Under overload this keeps hundreds of client threads from taking the
+        GIL from the publisher and the subscriber, the two threads that drain
+        the work: without it, the queue grew without bound while they starved
+        and deliveries fell to a tenth of the saturation rate."""
+        limit = self.config.bus_batch // 2
+        with self.outq_room:
+            self.outq_waiting += 1
+            try:
+                while self.outq.qsize() > limit and self.running and not self.bus_lost.is_set():
+                    self.outq_room.wait(0.05)
+            finally:
+                self.outq_waiting -= 1
 
     def get_store(self) -> Store:
         """This worker's connection to the database (opened on first use)."""
@@ -252,6 +273,9 @@ class Worker:
                     batch.append(get_nowait())
             except queue.Empty:
                 pass
+            if self.outq_waiting:  # room again for the client threads held back (wait_for_publisher)
+                with self.outq_room:
+                    self.outq_room.notify_all()
             if self.failed:
                 batch = self.unfailed(batch)
             for item in batch:
