@@ -198,7 +198,7 @@ class Worker:
             self.outq_waiting += 1
             try:
                 while self.outq.qsize() > limit and self.running and not self.bus_lost.is_set():
-                    self.outq_room.wait(0.05)
+                    self.outq_room.wait(1.0)  # (the publisher wakes it; the timeout only covers a shutdown)
             finally:
                 self.outq_waiting -= 1
 
