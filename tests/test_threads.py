@@ -22,17 +22,15 @@ def test_a_thread_whose_client_left_serves_the_next() -> None:
         done = threading.Event()
 
         def job(arg: str, done: threading.Event = done) -> None:
-            seen.append(f"{arg}@{threading.current_thread().name}:{threading.get_ident()}")
+            seen.append(f"{arg}:{threading.get_ident()}")
             done.set()
 
-        pool.run(job, f"c{i}", f"client-{i}")
+        pool.run(job, f"c{i}")
         assert done.wait(5)
         _until(lambda: pool.idle_count() == 1)
     assert pool.started == 1 and pool.reused == 4
-    names = [s.split("@")[1].split(":")[0] for s in seen]
-    idents = {s.split(":")[1] for s in seen}
-    assert names == [f"client-{i}" for i in range(5)]  # each client names the thread
-    assert len(idents) == 1
+    assert [s.split(":")[0] for s in seen] == [f"c{i}" for i in range(5)]
+    assert len({s.split(":")[1] for s in seen}) == 1  # one thread served all five
 
 
 def test_clients_at_once_get_threads_of_their_own() -> None:
@@ -46,8 +44,8 @@ def test_clients_at_once_get_threads_of_their_own() -> None:
         running.release()
         release.wait(5)
 
-    for i in range(8):
-        pool.run(job, None, f"client-{i}")
+    for _ in range(8):
+        pool.run(job, None)
     for _ in range(8):
         assert running.acquire(timeout=5)
     assert len(idents) == 8 and pool.started == 8
@@ -58,14 +56,14 @@ def test_clients_at_once_get_threads_of_their_own() -> None:
 def test_idle_threads_end_after_keep_and_keep_zero_never_waits() -> None:
     pool = ClientThreads(keep=0.2)
     done = threading.Event()
-    pool.run(lambda _: done.set(), None, "client-a")
+    pool.run(lambda _: done.set(), None)
     assert done.wait(5)
     _until(lambda: pool.idle_count() == 1)
     _until(lambda: pool.idle_count() == 0)  # it gave up waiting and ended
     pool.keep = 0.0
-    for i in range(3):
+    for _ in range(3):
         ev = threading.Event()
-        pool.run(lambda _, ev=ev: ev.set(), None, f"client-{i}")
+        pool.run(lambda _, ev=ev: ev.set(), None)
         assert ev.wait(5)
         _until(lambda: pool.idle_count() == 0)
     assert pool.reused == 0 and pool.started == 4
@@ -79,10 +77,10 @@ def test_an_error_in_one_client_does_not_cost_the_thread() -> None:
         failed.set()
         raise ValueError("boom")
 
-    pool.run(bad, None, "client-bad")
+    pool.run(bad, None)
     assert failed.wait(5)
     _until(lambda: pool.idle_count() == 1)
     ok = threading.Event()
-    pool.run(lambda _: ok.set(), None, "client-ok")
+    pool.run(lambda _: ok.set(), None)
     assert ok.wait(5)
     assert pool.started == 1 and pool.reused == 1

