@@ -40,6 +40,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(config: Any, role: str) -> None:
+    # No record names its thread (neither format does), and asking would give each
+    # client thread (started with _thread, server/process/threads.py) a
+    # threading._DummyThread that stays in threading's table for the process's life.
+    logging.logThreads = False
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
