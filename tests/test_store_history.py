@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 from server.bus.local.bus import Bus
-from server.bus.records import Send
+from server.bus.records import Request, Send
+from server.state.journal import Journal
 from server.state.store import MIGRATIONS, Store
 
 
@@ -79,3 +81,39 @@ def test_bus_stores_times_that_never_go_back(tmp_path: Path) -> None:
         rows = list(bus.job.rows)
     assert [r[3] for r in rows] == [100.0, 100.5, 100.5, 100.5, 101.0]
     assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+
+
+def test_rows_in_the_journal_reach_the_database_after_a_crash(tmp_path: Path) -> None:
+    """Rows the bus stored only in the journal (server/state/journal.py) when its
+    process died are in SQLite once a new bus opens the data directory; a torn
+    last frame (a write the dying process did not finish) is dropped."""
+    journal = Journal(tmp_path)
+    journal.append([(1, "#a", "m1", 10.0, "P", "", ":n!u@h PRIVMSG #a :one"),
+                    (2, "#a", "m2", 11.0, "P", "", ":n!u@h PRIVMSG #a :two")])
+    journal.append([(3, "#b", "m3", 12.0, "P", "", ":n!u@h PRIVMSG #b :three")])
+    with open(journal.path, "ab") as fh:  # a torn frame: header and half its payload
+        fh.write(b"\x00\x00\x01\x00\x12\x34\x56\x78" + b"x" * 100)
+    journal.close()
+    store = Store(tmp_path)
+    store.commit([(1, "#a", "m1", 10.0, "P", "", ":n!u@h PRIVMSG #a :one")], [])  # one already moved before the crash
+    bus = Bus({"data_dir": str(tmp_path)})
+    assert bus.history_id == 3
+    assert [r[1] for r in bus.store.history("#a")] == ["m1", "m2"]
+    assert [r[1] for r in bus.store.history("#b")] == ["m3"]
+    assert Journal(tmp_path).read() == []  # emptied once in the database
+
+
+def test_a_history_read_after_journaled_rows_sees_them(tmp_path: Path) -> None:
+    """A job after whose result a worker reads history (a history barrier) is
+    released only once the journal's rows are in SQLite."""
+    bus = Bus({"data_dir": str(tmp_path)})
+    bus.committer.last_ingest = time.monotonic() + 3600  # no periodic move during the test
+    with bus.lock:
+        bus.job.rows.append((bus.history_id + 1, "#a", "j1", 5.0, "P", b"@x ", b":n!u@h PRIVMSG #a :hi\r\n"))
+        bus._queue(bus.job)
+        jobs = bus.take_jobs()
+    bus.commit(jobs)
+    assert bus.committer.unflushed  # in the journal, not yet in SQLite
+    bus.publish(1, [Request(1, 7, "history_barrier", ())])
+    assert [r[1] for r in bus.store.history("#a")] == ["j1"]
+    assert not bus.committer.unflushed

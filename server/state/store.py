@@ -2,8 +2,8 @@
 
 One file, ``<data_dir>/chatroom.db``. Schema changes are numbered migrations
 applied in order on open (``PRAGMA user_version`` says which ran). The manager
-process writes history (one writer thread, batched transactions) and
-registered-channel changes; workers read history and read/write accounts, each
+process writes history (moved in large groups from its journal,
+server/state/journal.py) and registered-channel changes; workers read history and read/write accounts, each
 through its own connection guarded by a lock. WAL lets all of them share the
 file.
 """

@@ -20,16 +20,20 @@ The contract, and how this module keeps it:
   not write to inboxes directly: it builds a :class:`_Job` (the records for
   each worker, the history rows, the effects such as a registered channel's
   record or the K-line file) and queues it. Then, off the lock, the publishing
-  thread commits every queued job it finds (group commit: whoever comes first
-  stores the rows of every job queued so far, in one SQLite transaction, plus
-  the K-line file; others queue and return) and only then, under the lock
-  again, appends the jobs' records to the inboxes, in queue order. A job with
-  nothing to store and nothing queued before it is released at once. The
-  :class:`Committer` thread takes what is left over and applies retention. So no
-  client receives a message (its echo or a member's copy) before it is in the
-  database, a slow commit stalls deliveries but never the routing of new
-  batches, and a ``history_barrier`` or a JOIN's replay needs no flush of its
-  own: its result is released after every earlier row is committed.
+  thread stores every queued job it finds (group commit: whoever comes first
+  stores the rows of every job queued so far, others queue and return) and only
+  then, under the lock again, appends the jobs' records to the inboxes, in
+  queue order. History rows alone are stored with one ``write()`` to the
+  journal (server/state/journal.py), which survives the death of any process;
+  the :class:`Committer` thread moves them into SQLite in large groups, twice
+  a second. Effects, and jobs after whose result a worker reads history
+  (``READS_HISTORY``: a ``history_barrier``, a JOIN's replay), go into SQLite
+  at once, in one transaction after the journal's rows. A job with nothing to
+  store and nothing queued before it is released at once. The Committer also
+  takes what publishers left over and applies retention. So no client receives
+  a message (its echo or a member's copy) before it is stored, a slow commit
+  stalls deliveries but never the routing of new batches, and a history read
+  sees every row released before it.
 * **A new manager can be rebuilt from the workers.** Whenever a channel's
   state changes (modes, topic, lists, a first local member) the bus pushes a
   :class:`ChannelState` to the workers holding its members, and a member's
@@ -86,6 +90,7 @@ from server.bus.records import (
 )
 from server.protocol import RemoteProtocolError, numerics
 from server.state import klines, rebuild
+from server.state.journal import Journal
 from server.state.registry import Channel, Registry
 from server.state.store import Store, dm_key
 
@@ -110,18 +115,24 @@ FATAL_STORAGE = ("disk is full", "disk i/o error", "readonly", "read-only", "una
                  "not a database", "malformed")
 # registry operations that may change a channel's state (pushed as ChannelState)
 CHANNEL_OPS = frozenset({"join", "mode", "topic", "set_history"})
+# registry operations after whose result the worker reads history from SQLite: the
+# journal's rows go into the database before their job is released
+READS_HISTORY = frozenset({"history_barrier", "join"})
+JOURNAL_ROWS = 5000  # most rows kept in the journal (and memory) before they go into SQLite
+INGEST_EVERY = 0.5  # seconds: the committer moves the journal's rows into SQLite at least this often
 
 
 class _Job:
     """What one locked section produced: records per worker, rows and effects to
     store first."""
 
-    __slots__ = ("effects", "out", "rows")
+    __slots__ = ("effects", "out", "reads", "rows")
 
     def __init__(self) -> None:
         self.out: dict[int, list[Delivered]] = {}
         self.rows: list[HistoryRow] = []
         self.effects: list[Effect] = []
+        self.reads = False  # a worker reads history after this job's result (READS_HISTORY)
 
     def box(self, worker: int) -> list[Delivered]:
         box = self.out.get(worker)
@@ -140,9 +151,12 @@ class Committer(threading.Thread):
         self.max_per_target = max_per_target
         self.expire_every = expire_every
         self.last_expire = time.time()
-        self.written = 0  # history rows committed since start
+        self.written = 0  # history rows stored (journal or database) since start
         self.commits = 0
         self.commit_seconds = 0.0
+        # rows in the journal, not yet in SQLite (only the committing thread touches it)
+        self.unflushed: list[tuple[Any, ...]] = []
+        self.last_ingest = time.monotonic()
 
     def run(self) -> None:
         """Commit what no publisher took (handed over, or queued by drop_worker),
@@ -152,20 +166,57 @@ class Committer(threading.Thread):
             with bus.lock:
                 if not bus.queue or bus.committing:
                     bus.idle.notify_all()
-                    bus.queued.wait(1.0)
+                    bus.queued.wait(INGEST_EVERY / 2)
                 jobs = bus.take_jobs()
             if jobs:
                 bus.commit(jobs)
+            if self.unflushed and time.monotonic() - self.last_ingest >= INGEST_EVERY:
+                with bus.hold_commits():
+                    self.ingest()
             self.expire()
 
     def store(self, jobs: list[_Job]) -> None:
+        """Store what ``jobs`` carry before their records are released (the
+        committing thread only): history rows alone go into the journal
+        (server/state/journal.py); anything else, or a job after whose result a
+        worker reads history, goes into SQLite at once, with the journal's rows
+        before it."""
         rows = [(hid, key, msgid, ts, kind, tags[1:-1].decode(), line[:-2].decode())
                 for job in jobs for hid, key, msgid, ts, kind, tags, line in job.rows]
+        if (rows and len(self.unflushed) + len(rows) <= JOURNAL_ROWS
+                and not any(job.effects or job.reads for job in jobs)):
+            try:
+                self.bus.journal.append(rows)
+            except OSError:
+                log.exception("history journal: write failed; storing in the database instead")
+            else:
+                self.unflushed.extend(rows)
+                self.written += len(rows)
+                return
         channels = [e for job in jobs for e in job.effects if isinstance(e, SaveChannel)]
         bans = [e for job in jobs for e in job.effects if isinstance(e, SaveKlines)]
         markers = [(e.account, e.target, e.timestamp) for job in jobs for e in job.effects
                    if isinstance(e, SaveReadMarker)]
         redactions = [(e.target, e.msgid) for job in jobs for e in job.effects if isinstance(e, RedactRow)]
+        self.commit(self.unflushed + rows, channels, markers, redactions)
+        self.written += len(rows)
+        if bans:
+            try:
+                klines.save(self.bus.klines_path, bans[-1].klines)
+            except OSError:
+                log.exception("server bans not saved to %s", self.bus.klines_path)
+
+    def ingest(self) -> None:
+        """Move the journal's rows into SQLite, in one transaction (the committing
+        thread only: the committer, holding commits off)."""
+        self.last_ingest = time.monotonic()
+        if self.unflushed:
+            self.commit(self.unflushed, [], [], [])
+
+    def commit(self, rows: list[tuple[Any, ...]], channels: list[SaveChannel], markers: list[tuple[str, str, str]],
+               redactions: list[tuple[str, str]]) -> None:
+        """One SQLite transaction (retried until it lands, or the process stops);
+        the journal's rows are in it, so the journal starts over."""
         delay = 0.05
         while rows or channels or markers or redactions:
             try:
@@ -173,7 +224,6 @@ class Committer(threading.Thread):
                 self.bus.store.commit(rows, [(e.key, e.record) for e in channels], markers, redactions)
                 self.commit_seconds += time.perf_counter() - started
                 self.commits += 1
-                self.written += len(rows)
                 break
             except Exception as exc:
                 # Nothing of these jobs may be shown before it is stored: retry
@@ -187,11 +237,12 @@ class Committer(threading.Thread):
                 log.exception("store: %d history rows not committed; retrying", len(rows))
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        if bans:
+        if self.unflushed:
+            self.unflushed = []
             try:
-                klines.save(self.bus.klines_path, bans[-1].klines)
-            except OSError:
-                log.exception("server bans not saved to %s", self.bus.klines_path)
+                self.bus.journal.clear()
+            except OSError:  # its rows are in SQLite; read again after a crash, they are ignored
+                log.exception("history journal: not emptied")
 
     def checkpoints(self) -> None:
         """The WAL checkpoints the committing connection does not do (Store.defer_checkpoints),
@@ -263,6 +314,13 @@ class Bus:
         self.registry.persist_marker = lambda account, target, ts: self.job.effects.append(
             SaveReadMarker(account, target, ts))
         self.registry.persist_redaction = lambda key, msgid: self.job.effects.append(RedactRow(key, msgid))
+        # rows a manager stored in the journal and had not moved into SQLite when it died
+        self.journal = Journal(data_dir)
+        leftover = self.journal.read()
+        if leftover:
+            self.store.commit(leftover, [])
+            log.info("history: %d rows from the journal of the previous manager", len(leftover))
+        self.journal.clear()
         self.history_id = self.store.last_history_id()
         self.history_time = self.store.last_history_time()  # rows are stored with times that never go back
         self.registry.history_mark = lambda: self.history_id
@@ -301,7 +359,8 @@ class Bus:
         """End a locked section: its job waits for its commit in bus order; a
         job with nothing to store and nothing before it goes straight out."""
         self.job = _Job()
-        if not job.rows and not job.effects and not self.queue and not self.committing:
+        if (not job.rows and not job.effects and not self.queue and not self.committing
+                and not (job.reads and self.committer.unflushed)):
             self.release([job])
             return
         self.queue.append(job)
@@ -467,6 +526,8 @@ class Bus:
         with self.lock:
             while (self.queue or self.committing) and time.monotonic() < deadline:
                 self.idle.wait(0.1)
+        with self.hold_commits():
+            self.committer.ingest()
         return self.committer.written
 
     def stats(self) -> dict[str, Any]:
@@ -532,6 +593,8 @@ class Bus:
             # A bug in one operation must not take the batch (or the bus) down.
             log.exception("bus: operation %s failed", op)
             result = Result(token, "err", (numerics.ERR_UNKNOWNERROR, (op.upper(),), "Internal error"))
+        if op in READS_HISTORY:
+            job.reads = True
         if result.status == "ok":
             if op in CHANNEL_OPS:
                 self._push_state(worker, op, item.args, before)
