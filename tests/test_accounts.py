@@ -21,6 +21,17 @@ def register_account(c: IRCClient, account: str, password: str) -> None:
     assert c.expect("900").params[2] == account
 
 
+def found_home(founder: IRCClient) -> None:
+    """A logged-in founder registers #home with ChanServ, with a topic and +m."""
+    founder.join("#home")
+    founder.send("TOPIC #home :Home sweet home")
+    founder.expect("TOPIC")
+    founder.send("PRIVMSG ChanServ :REGISTER #home")
+    assert "registered" in founder.expect("NOTICE").params[1]
+    founder.send("MODE #home +m")
+    founder.expect("MODE")
+
+
 def test_register_then_sasl_login(server: Server, tmp_path: Path) -> None:
     alice = server.client("alice")
     register_account(alice, "alice", "correct horse")
@@ -150,13 +161,7 @@ def test_registered_channel_survives_restart(start_server) -> None:
     server: Server = start_server()
     founder = server.client("founder")
     register_account(founder, "founder", "founderpw")
-    founder.join("#home")
-    founder.send("TOPIC #home :Home sweet home")
-    founder.expect("TOPIC")
-    founder.send("PRIVMSG ChanServ :REGISTER #home")
-    assert "registered" in founder.expect("NOTICE").params[1]
-    founder.send("MODE #home +m")
-    founder.expect("MODE")
+    found_home(founder)
     server.stop()
 
     server2: Server = start_server()

@@ -24,6 +24,7 @@ import pytest
 from tests import test_core_chat
 from tests.conftest import ROOT, Server, stop_servers
 from tests.ircclient import IRCClient
+from tests.test_accounts import found_home
 from tests.test_history import fetch
 
 REDIS = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
@@ -313,13 +314,7 @@ def test_a_new_log_starts_from_the_nodes_registered_channels(cluster: Cluster) -
     founder = a.client("founder")
     founder.send("REGISTER founder * :founderpw")
     founder.expect("REGISTER")
-    founder.join("#home")
-    founder.send("TOPIC #home :Home sweet home")
-    founder.expect("TOPIC")
-    founder.send("PRIVMSG ChanServ :REGISTER #home")
-    assert "registered" in founder.expect("NOTICE").params[1]
-    founder.send("MODE #home +m")
-    founder.expect("MODE")
+    found_home(founder)
     founder.sync()
     b.stop()
     a.stop()
@@ -369,12 +364,7 @@ def test_kill_9_of_a_node_frees_its_nicks_within_node_timeout(cluster: Cluster) 
 
 
 def test_redis_stopped_and_started_again_during_traffic(cluster: Cluster) -> None:
-    a, b = nodes(cluster)
-    alice = a.client("alice", caps=("echo-message",))
-    bob = b.client("bob")
-    alice.join("#r")
-    bob.join("#r")
-    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    a, b, alice, bob = alice_and_bob(cluster, "#r", ("echo-message",))
     leaver = b.client("leaver")
     leaver.join("#r")
     alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("leaver!"))
@@ -593,12 +583,7 @@ def test_core_chat_in_cluster_mode(cluster: Cluster, core: Callable[[Server], No
 def test_redis_out_of_memory_refuses_commands_then_carries_on(cluster: Cluster) -> None:
     import redis as redis_client  # the cluster extra
 
-    a, b = nodes(cluster)
-    alice = a.client("alice", caps=("echo-message",))
-    bob = b.client("bob")
-    alice.join("#m")
-    bob.join("#m")
-    alice.expect(lambda m: m.verb == "JOIN" and m.source.startswith("bob!"))
+    _, _, alice, bob = alice_and_bob(cluster, "#m", ("echo-message",))
     admin = redis_client.Redis(port=cluster.redis.port)
     used = int(admin.info("memory")["used_memory"])
     admin.config_set("maxmemory-policy", "noeviction")
