@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
 from server.bus.local.bus import Bus
-from server.bus.records import Request, Send
+from server.bus.records import Done, Request, Send
 from server.state.journal import Journal
 from server.state.store import MIGRATIONS, Store
 
@@ -117,3 +118,64 @@ def test_a_history_read_after_journaled_rows_sees_them(tmp_path: Path) -> None:
     bus.publish(1, [Request(1, 7, "history_barrier", ())])
     assert [r[1] for r in bus.store.history("#a")] == ["j1"]
     assert not bus.committer.unflushed
+
+
+def journaled(bus: Bus, msgid: str) -> None:
+    """One history row through the bus's own path: routed, then stored in the journal."""
+    with bus.lock:
+        bus.job.rows.append((bus.history_id + 1, "#a", msgid, 5.0, "P", b"@x ", b":n!u@h PRIVMSG #a :hi\r\n"))
+        bus.history_id += 1
+        bus.job.box(1).append(Done(1, 0))  # a record for worker 1, released after the store
+        bus._queue(bus.job)
+        jobs = bus.take_jobs()
+    if jobs:  # (as in Bus.publish: none while another thread commits)
+        bus.commit(jobs)
+
+
+def test_messages_are_released_while_the_journal_moves_into_sqlite(tmp_path: Path) -> None:
+    """The move of the journal's rows into SQLite (Committer.ingest) holds no
+    message back: while its transaction waits (here: on the store's lock, as on
+    a slow disk), rows go into the journal's new file and their records are
+    released; a history barrier waits until the moved rows are in SQLite."""
+    bus = Bus({"data_dir": str(tmp_path)})
+    committer = bus.committer
+    committer.last_ingest = time.monotonic() + 3600  # no periodic move: the test starts it
+    journaled(bus, "m1")
+    assert [r[2] for r in committer.unflushed] == ["m1"]
+    bus.fetch(1, 0.0)
+    bus.store.lock.acquire()  # the move's SQLite transaction cannot start
+    mover = threading.Thread(target=committer.ingest)
+    mover.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not committer.moving and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [r[2] for r in committer.moving] == ["m1"] and committer.unflushed == []
+        assert Journal(tmp_path).previous.exists()
+        journaled(bus, "m2")  # stored in the new file and released, the move still waiting
+        assert len(bus.fetch(1, 0.0)) == 1
+        assert [r[2] for r in committer.unflushed] == ["m2"]
+        barrier = threading.Thread(target=bus.publish, args=(1, [Request(1, 7, "history_barrier", ())]))
+        barrier.start()
+        barrier.join(0.3)
+        assert barrier.is_alive()  # its result waits for the rows on their way into SQLite
+    finally:
+        bus.store.lock.release()
+    mover.join(10)
+    barrier.join(10)
+    assert [r[1] for r in bus.store.history("#a")] == ["m1", "m2"]
+    assert not Journal(tmp_path).previous.exists() and not committer.unflushed and not committer.moving
+
+
+def test_rows_of_both_journal_files_reach_the_database_after_a_crash(tmp_path: Path) -> None:
+    """A manager that died during a move leaves the previous file and the new
+    one: a new bus takes both, in order."""
+    journal = Journal(tmp_path)
+    journal.append([(1, "#a", "m1", 10.0, "P", "", ":n!u@h PRIVMSG #a :one")])
+    journal.turn_over()
+    journal.append([(2, "#a", "m2", 11.0, "P", "", ":n!u@h PRIVMSG #a :two")])
+    journal.close()
+    bus = Bus({"data_dir": str(tmp_path)})
+    assert bus.history_id == 2
+    assert [r[1] for r in bus.store.history("#a")] == ["m1", "m2"]
+    assert Journal(tmp_path).read() == [] and not journal.previous.exists()

@@ -11,7 +11,10 @@ once when something is about to read history.
 Frames: a 4-byte length, a 4-byte CRC-32, a pickle of the rows. A process that
 dies inside a ``write()`` leaves at most a torn last frame, whose rows were
 never shown to anyone (a job is released after its write returns): reading
-stops there. The file is emptied after each move into SQLite; rows read back
+stops there. Before each move into SQLite the file is renamed to
+``history.journal.1`` and a new one started, so appends go on while the move
+runs; the old file is removed once its rows are in (and the current one is
+emptied after a commit that took its rows in with it). Rows read back
 after a crash are inserted with ``INSERT OR IGNORE`` (their ids are the bus
 order), so a row moved just before the crash is not doubled.
 """
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 FILE = "history.journal"
+PREVIOUS = "history.journal.1"  # the file before the last turn-over, while its rows go into SQLite
 _HEAD = struct.Struct(">II")
 
 Row = tuple[Any, ...]
@@ -35,7 +39,11 @@ Row = tuple[Any, ...]
 class Journal:
     def __init__(self, data_dir: Path | str) -> None:
         self.path = Path(data_dir) / FILE
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.previous = Path(data_dir) / PREVIOUS
+        self.fd = self._open()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def append(self, rows: Sequence[Row]) -> None:
         """Store ``rows`` (one write; raises OSError, e.g. a full disk)."""
@@ -47,8 +55,15 @@ class Journal:
             view = view[n:]
 
     def read(self) -> list[Row]:
-        """Every row of the whole frames in the file, in order."""
-        data = self.path.read_bytes()
+        """Every row of the whole frames, the previous file's first, in order."""
+        return self._read(self.previous) + self._read(self.path)
+
+    @staticmethod
+    def _read(path: Path) -> list[Row]:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return []
         rows: list[Row] = []
         at = 0
         while at + _HEAD.size <= len(data):
@@ -63,6 +78,18 @@ class Journal:
     def clear(self) -> None:
         """Everything in the file is in SQLite now."""
         os.ftruncate(self.fd, 0)
+
+    def turn_over(self) -> None:
+        """Start a new file; what the current one holds is the previous file's
+        (a crash in between leaves both, and :meth:`read` reads both)."""
+        os.replace(self.path, self.previous)
+        fd = self._open()
+        os.close(self.fd)
+        self.fd = fd
+
+    def drop_previous(self) -> None:
+        """The previous file's rows are in SQLite now."""
+        self.previous.unlink(missing_ok=True)
 
     def close(self) -> None:
         os.close(self.fd)
