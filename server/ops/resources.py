@@ -10,10 +10,29 @@ slow with tens of thousands of sockets.
 
 from __future__ import annotations
 
+import gc
 import resource
 from typing import Any
 
 import psutil
+
+# The cyclic GC's first threshold: allocations (less deallocations) between two
+# collections of the youngest generation (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Make the cyclic GC cheap for a long-running server process: what exists
+    at start-up (modules, configuration, tables) is frozen out of every
+    collection, and the youngest generation is collected every
+    ``GC_YOUNG_THRESHOLD`` allocations instead of 700. The bus's records are
+    tuples, and at CPython's default nearly every batch outlived a collection
+    of its generation, to be traversed again in the older ones: in a worker
+    under overload the GC took 12 % of the process's time (perf). Few of
+    those objects form cycles, so the larger threshold costs little memory."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def raise_fd_limit() -> int:

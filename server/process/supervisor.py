@@ -34,7 +34,7 @@ from server.ops import config as config_mod
 from server.ops.config import Config
 from server.ops.logs import setup_logging
 from server.ops.metrics import ACCEPTOR_SLOTS, HEARTBEAT_STALE, Aggregator, MetricsServer, report_for_workers
-from server.ops.resources import process_usage, raise_fd_limit, summary, system_usage, thread_capacity
+from server.ops.resources import process_usage, raise_fd_limit, summary, system_usage, thread_capacity, tune_gc
 from server.ops.tls import TLSConfigError, context_from
 from server.process.acceptor import run_acceptor
 from server.process.lifeline import die_with_parent
@@ -615,6 +615,7 @@ def _manager_init(settings: dict[str, Any], config: Config, close_fds: list[int]
             pass
     setup_logging(config, "manager")
     _init_bus(settings)
+    tune_gc()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,6 +83,7 @@ from server.irc.commands import batch_ref
 from server.irc.messaging import some_tags
 from server.ops import cloak as cloak_mod
 from server.ops import config as config_mod
+from server.ops import resources
 from server.ops import tls as tls_mod
 from server.ops.config import Config, in_networks
 from server.ops.logs import setup_logging
@@ -932,6 +933,7 @@ class Worker:
     def start_server(self) -> None:
         """Prepare the threads, then accept handed-over sockets, a thread each."""
         threading.stack_size(self.config.thread_stack_kib * 1024)
+        resources.tune_gc()
         self.writer.start()
         for target in (self.publisher, self.subscriber, self.timer):
             threading.Thread(target=target, name=target.__name__, daemon=True).start()
