@@ -333,6 +333,8 @@ def churn_saturation(steps: list[dict[str, Any]]) -> float:
     return good[-1]["cycles_per_s"] if good else 0
 
 
+PER_SOURCE = 10_000  # generator connections per loopback source address (see main)
+
 SCENARIOS = {"connections": run_connections, "fanout": run_fanout, "rooms": run_rooms, "churn": run_churn,
              "cluster": run_cluster}
 
@@ -440,7 +442,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ping-interval", type=float, default=30.0, help="server PING interval (ours and ngircd)")
     p.add_argument("--procs", type=int, default=0, help="generator processes (default: cores, more past 15k)")
     p.add_argument("--sources", type=int, default=0,
-                   help="loopback source addresses 127.0.0.2.. (default: one per 20k clients)")
+                   help="loopback source addresses 127.0.0.2.. (default: one per 10k clients)")
     p.add_argument("--clients", type=int, help="clients")
     p.add_argument("--ramp", type=float, default=500.0, help="new connections per second")
     p.add_argument("--register-timeout", type=float, default=30.0)
@@ -489,7 +491,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     procs = args.procs or max(os.cpu_count() or 1, math.ceil(clients / 15000))
     if args.scenario == "cluster" and not args.procs:
         procs = max(2, args.nodes)  # swarm w on node w % nodes: one swarm per node
-    nsources = args.sources or max(1, math.ceil(clients / 20000))
+    # At most 10k connections per source address: connect() looks for a free
+    # ephemeral port in the even half of the range first (about 14k ports), and
+    # past that half scans all of it on every call; at 20k per address the last
+    # third of a ramp slowed to a crawl in the generator's kernel, and clients
+    # timed out registering while the server sat idle.
+    nsources = args.sources or max(1, math.ceil(clients / PER_SOURCE))
     sources = [f"127.0.0.{2 + i}" for i in range(nsources)]
     args.prefix = args.prefix or ("b" + secrets.token_hex(2))
     t0 = time.time()
