@@ -52,6 +52,14 @@ def test_connections_smoke_starts_its_own_server() -> None:
     assert r["sources"] == ["127.0.0.2", "127.0.0.3"]
 
 
+def test_connections_gives_each_client_its_own_registration_time(target: list[str]) -> None:
+    """A ramp longer than --register-timeout: the clients opened last still get
+    the whole timeout (they were once given up on in the tick they opened in)."""
+    r = bench("connections", *target, "--clients", "30", "--ramp", "30", "--register-timeout", "0.5", "--hold", "0.2")
+    assert r["failures"] == {}
+    assert r["registered"] == 30
+
+
 def test_fanout_smoke(target: list[str], tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
     r = bench("fanout", *target, "--clients", "30", "--senders", "3", "--rates", "50,100", "--duration", "1",
