@@ -104,22 +104,6 @@ def test_rows_in_the_journal_reach_the_database_after_a_crash(tmp_path: Path) ->
     assert Journal(tmp_path).read() == []  # emptied once in the database
 
 
-def test_a_history_read_after_journaled_rows_sees_them(tmp_path: Path) -> None:
-    """A job after whose result a worker reads history (a history barrier) is
-    released only once the journal's rows are in SQLite."""
-    bus = Bus({"data_dir": str(tmp_path)})
-    bus.committer.last_ingest = time.monotonic() + 3600  # no periodic move during the test
-    with bus.lock:
-        bus.job.rows.append((bus.history_id + 1, "#a", "j1", 5.0, "P", b"@x ", b":n!u@h PRIVMSG #a :hi\r\n"))
-        bus._queue(bus.job)
-        jobs = bus.take_jobs()
-    bus.commit(jobs)
-    assert bus.committer.unflushed  # in the journal, not yet in SQLite
-    bus.publish(1, [Request(1, 7, "history_barrier", ())])
-    assert [r[1] for r in bus.store.history("#a")] == ["j1"]
-    assert not bus.committer.unflushed
-
-
 def journaled(bus: Bus, msgid: str) -> None:
     """One history row through the bus's own path: routed, then stored in the journal."""
     with bus.lock:
@@ -130,6 +114,18 @@ def journaled(bus: Bus, msgid: str) -> None:
         jobs = bus.take_jobs()
     if jobs:  # (as in Bus.publish: none while another thread commits)
         bus.commit(jobs)
+
+
+def test_a_history_read_after_journaled_rows_sees_them(tmp_path: Path) -> None:
+    """A job after whose result a worker reads history (a history barrier) is
+    released only once the journal's rows are in SQLite."""
+    bus = Bus({"data_dir": str(tmp_path)})
+    bus.committer.last_ingest = time.monotonic() + 3600  # no periodic move during the test
+    journaled(bus, "j1")
+    assert bus.committer.unflushed  # in the journal, not yet in SQLite
+    bus.publish(1, [Request(1, 7, "history_barrier", ())])
+    assert [r[1] for r in bus.store.history("#a")] == ["j1"]
+    assert not bus.committer.unflushed
 
 
 def test_messages_are_released_while_the_journal_moves_into_sqlite(tmp_path: Path) -> None:

@@ -292,8 +292,8 @@ class Committer(threading.Thread):
         PASSIVE pass copies the bulk alongside the commits, then a RESTART pass
         runs with this process's SQLite writers held off (``sqlite_lock``;
         journal appends go on): it copies only what came during the first, so
-        the hold is short, and the next commit
-        writes the WAL from its start again, over pages already in memory."""
+        the hold is short, and the next commit writes the WAL from its start
+        again, over pages already in memory."""
         store = Store(self.bus.data_dir)
         while True:
             time.sleep(1.0)
