@@ -128,7 +128,7 @@ def target_chanop_oper() -> tuple[Registry, Channel, User]:
     for sid, nick in ((1, "target"), (2, "chanop"), (3, "oper")):
         reg.claim_nick(sid, nick)
         reg.register(sid, "~u", "real", 0.0)
-    reg.users[3].modes.add("o")
+    reg.users[3].modes = reg.users[3].modes | {"o"}
     reg.join(2, "#x", None, 0.0)
     return reg, reg.channels["#x"], reg.users[1]
 

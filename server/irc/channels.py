@@ -19,6 +19,7 @@ from server.protocol import (
 from server.protocol import (
     numerics as N,
 )
+from server.state.shared import shared
 
 if TYPE_CHECKING:
     from server.irc.client import Client
@@ -181,7 +182,7 @@ def mode(s: Client, msg: Message) -> None:
             on = c == "+"
         elif c in "Biw" or (c == "o" and not on):
             if (c in s.modes) != on:
-                (s.modes.add if on else s.modes.discard)(c)
+                s.modes = shared(s.modes | {c} if on else s.modes - {c})
                 s.notify("set_user_mode", s.sid, c, on)
                 changed.append(("+" if on else "-") + c)
         elif c != "o":  # +o only through OPER; silently ignored, as elsewhere

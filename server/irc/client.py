@@ -59,11 +59,11 @@ class Client(Protocol):
     registered: bool
     cap_negotiating: bool
     cap_version: int
-    caps: set[str]
+    caps: frozenset[str]  # through server.state.shared.shared()
     tagmode: int
     away: str | None
     monitoring: tuple[str, ...]
-    modes: set[str]
+    modes: frozenset[str]  # through server.state.shared.shared()
     account: str | None
     protect_deadline: float | None
     sasl: str | None

@@ -61,7 +61,7 @@ def _some_tags(tags_full: bytes, with_time: bool) -> bytes:
     return b"@" + b";".join(kept) + b" " if kept else b""
 
 
-def some_tags(caps: set[str], tags_full: bytes) -> bytes:
+def some_tags(caps: frozenset[str], tags_full: bytes) -> bytes:
     """The tag section for a client with ``account-tag`` but not ``message-tags``:
     the account (and the time, with ``server-time``), nothing else. Cached, as one
     message reaches many such clients in a row."""

@@ -20,6 +20,7 @@ from server.protocol import (
 from server.protocol import (
     numerics as N,
 )
+from server.state.shared import shared
 
 if TYPE_CHECKING:
     from server.irc.client import Client
@@ -56,7 +57,7 @@ def oper(s: Client, msg: Message) -> None:
     if not any(mask_match(hostmask, f"{s.user}@{h}") for h in (s.host, s.ip)):
         log.warning("OPER %r from %s refused by its host mask", name, s.ip)
         raise RemoteProtocolError(N.ERR_NOOPERHOST, text="No O-lines for your host")
-    s.modes.update("ow")
+    s.modes = shared(s.modes | {"o", "w"})
     s.notify("set_user_mode", s.sid, "o", True)
     log.info("%s (%s) is now an operator (%s)", s.nick, s.ip, name)
     s.numeric(N.RPL_YOUREOPER, "You are now an IRC operator")

@@ -30,6 +30,7 @@ from server.protocol import (
 from server.protocol import (
     numerics as N,
 )
+from server.state.shared import shared
 
 if TYPE_CHECKING:
     from server.irc.client import Client
@@ -54,7 +55,7 @@ def cap(s: Client, msg: Message) -> None:
                 raise RemoteProtocolError(N.ERR_INVALIDCAPCMD, "LS", text="Invalid CAP version")
             s.cap_version = max(s.cap_version, version)
         if s.cap_version >= 302:
-            s.caps.add("cap-notify")
+            s.caps = shared(s.caps | {"cap-notify"})
         caps = offered_caps(s.config)
         if s.cap_version >= 302:
             values = {**CAP_VALUES, "draft/account-registration": ",".join(registration_keys(s)),
@@ -74,11 +75,13 @@ def cap(s: Client, msg: Message) -> None:
         ok = all(n in caps for n in names)
         s.send(Message("CAP", (nick, "ACK" if ok else "NAK", " ".join(wanted)), src))
         if ok:
+            held = set(s.caps)
             for w in wanted:
                 if w.startswith("-"):
-                    s.caps.discard(w[1:])
+                    held.discard(w[1:])
                 else:
-                    s.caps.add(w)
+                    held.add(w)
+            s.caps = shared(frozenset(held))
             s.caps_changed()
     elif sub == "END":
         if not s.registered:

@@ -61,7 +61,8 @@ class Output:
         self.sent_bytes = 0
         self.tls = tls
         self.ws = ws
-        self.held: list[bytes] = []  # TLS: plaintext written before the handshake completed
+        # TLS, WebSocket: plaintext written before the handshake completed
+        self.held: list[bytes] | None = [] if tls is not None or ws is not None else None
         self.held_len = 0
         self.watched = False  # registered with the writer (changed under the writer's lock)
 
@@ -74,6 +75,7 @@ class Output:
             if tls is None and ws is None:
                 overflow = self._queue(data)
             elif (tls is not None and not tls.done) or (ws is not None and not ws.open):
+                assert self.held is not None
                 self.held.append(data)
                 self.held_len += len(data)
                 overflow = self.held_len > self.limit
@@ -95,7 +97,7 @@ class Output:
 
     def _release_held(self) -> bool:
         """Send what was held back for a handshake (lock held); True if over the SendQ."""
-        if not self.held:
+        if not self.held:  # (None: no handshake to wait for)
             return False
         plain = b"".join(self.held)
         self.held.clear()

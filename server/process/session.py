@@ -48,6 +48,7 @@ from server.protocol import (
     error_reply,
     escape_tag_value,
 )
+from server.state.shared import NO_NAMES
 
 if TYPE_CHECKING:
     from server.process.worker import Worker
@@ -59,7 +60,9 @@ class ConnectionGone(Exception):
     """The session is closing; stop handling its input."""
 
 
-RECV_SIZE = 512  # bytes of the blocking recv(): one line, the usual read of an idle client
+RECV_SIZE = 511  # bytes of the blocking recv(): one line, the usual read of an idle client
+# (511: with its terminating NUL a bytearray of it is 512 bytes, the largest block
+# the interpreter's small-object allocator serves; one byte more goes to malloc.)
 MORE_SIZE = 4096  # bytes of the non-blocking recv() that follows a full one (a burst, tags)
 
 
@@ -119,7 +122,18 @@ def has_batch_tag(line: bytes) -> bool:
 
 
 class Session:
-    """A client: its socket, its output, and what the server knows of it."""
+    """A client: its socket, its output, and what the server knows of it.
+
+    Slotted: a plain instance of a class with more than 30 attributes gets a
+    dictionary of its own, 1.5 KiB of every connection's resident memory."""
+
+    __slots__ = ("_rbuf", "account", "away", "batchbuf", "cap_negotiating", "cap_version", "caps", "closing",
+                 "config", "created", "decoder", "echo", "flood_exempt", "forgotten", "host", "ip", "last_active",
+                 "modes", "monitoring", "multiline", "multiline_dropped", "nick", "nick_claimed", "nick_pending",
+                 "nick_tokens", "nick_tokens_at", "order_lock", "out", "password", "peer_ip", "ping_sent", "port",
+                 "protect_deadline", "realname", "registered", "sasl", "sasl_buf", "sid", "signon", "sock",
+                 "tagmode", "throttled_since", "tls", "tokens", "tokens_at", "unit", "unit_thread", "units", "user",
+                 "worker")
 
     def __init__(self, worker: Worker, sock: socket.socket, sid: int, ip: str, port: int,
                  tls_context: ssl.SSLContext | None = None, websocket: WebSocketState | None = None) -> None:
@@ -144,13 +158,13 @@ class Session:
         self.registered = False
         self.cap_negotiating = False
         self.cap_version = 0
-        self.caps: set[str] = set()
+        self.caps = NO_NAMES
         # delivery flags, derived from caps (read by the subscriber on the hot path)
         self.tagmode = 0  # 0: no tags, 1: server-time only, 2: all tags, 3: account (and time) only
         self.echo = False
         self.away: str | None = None
         self.monitoring: tuple[str, ...] = ()  # the MONITOR list the registry holds (for a new manager)
-        self.modes: set[str] = set()
+        self.modes = NO_NAMES
         # liveness
         now = time.monotonic()
         self.created = now
@@ -162,7 +176,7 @@ class Session:
         # One small receive buffer for the client's life: recv(n) would allocate n
         # bytes per call and shrink them, which fragments the heap of a busy worker;
         # and it is resident memory of every connection, idle ones included.
-        self._rview = memoryview(bytearray(RECV_SIZE))
+        self._rbuf = bytearray(RECV_SIZE)
         # flood control (token bucket)
         self.flood_exempt = worker.is_flood_exempt(ip)
         self.tokens = float(self.config.flood_burst)
@@ -488,8 +502,9 @@ class Session:
         return items
 
     def _recv(self) -> bytes:
-        n = self.sock.recv_into(self._rview)
-        data = bytes(self._rview[:n])
+        buf = self._rbuf
+        n = self.sock.recv_into(buf)
+        data = bytes(buf[:n])
         if n == RECV_SIZE and self.sock.gettimeout() is None:
             # More may be waiting (a burst): take it now, without blocking. (Only
             # without a timeout: with one, Python would poll for the timeout first.)
@@ -551,6 +566,7 @@ def handle_client(session: Session) -> None:
     reason = "Connection closed"
     ws = session.out.ws
     items: list[Message | RemoteProtocolError] = []
+    item: Message | RemoteProtocolError | None = None
     data = b""
     try:
         if ws is None:  # a WebSocket client is announced once its real address is known
@@ -597,7 +613,8 @@ def handle_client(session: Session) -> None:
                 dispatch(session, item)
                 if session.is_closing():
                     break
-            items = []
+            # nothing of the last input stays referenced while the thread waits for more
+            items, item, data = [], None, b""
             if ws is not None and ws.done:  # a close frame, or a broken WebSocket
                 raise ConnectionGone(ws.reason)
             if session.nick_pending is not None and not session.is_closing():

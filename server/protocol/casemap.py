@@ -37,10 +37,13 @@ _CHANNEL_BAD = frozenset(" ,\x07\0\r\n")
 
 
 def casefold(name: str, mapping: str = "rfc1459") -> str:
-    """The name folded for comparison under ``mapping``."""
+    """The name folded for comparison under ``mapping``: ``name`` itself when it
+    is folded already, so that a name and its key are one string in memory."""
     if name.isascii():
-        return name.encode().translate(_BYTES[mapping]).decode()
-    return name.translate(CASEMAPPINGS[mapping])  # (the tables fold ASCII characters only)
+        folded = name.encode().translate(_BYTES[mapping]).decode()
+    else:
+        folded = name.translate(CASEMAPPINGS[mapping])  # (the tables fold ASCII characters only)
+    return name if folded == name else folded
 
 
 def is_valid_nick(nick: str, maxlen: int = 30) -> bool:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from server.bus.records import ChannelImage, ChannelState, NickChanged, SessionImage
 from server.state.registry import Channel, Registry, User
+from server.state.shared import shared
 
 
 def restore(reg: Registry, worker: int, users: list[SessionImage], channels: list[ChannelImage],
@@ -42,7 +43,7 @@ def restore(reg: Registry, worker: int, users: list[SessionImage], channels: lis
             continue
         u = User(im.sid, worker, im.ip, im.host, nick=im.nick, fold=reg.fold(im.nick), user=im.user,
                  realname=im.realname, registered=True, account=im.account, away=im.away,
-                 modes=set(im.modes), signon=im.signon, last_active=now, tls=im.tls)
+                 modes=shared(frozenset(im.modes)), signon=im.signon, last_active=now, tls=im.tls)
         holder = reg.nicks.get(u.fold)
         if holder is not None:
             other = reg.users[holder]
@@ -82,7 +83,7 @@ def restore(reg: Registry, worker: int, users: list[SessionImage], channels: lis
                 continue
             ch.members[sid] = modes
             ch.workers[worker] += 1
-            reg.users[sid].channels.add(ci.key)
+            reg.users[sid].add_channel(ci.key)
     for u, old_prefix in renames:
         reg.emit(reg._audience(u), NickChanged(u.sid, old_prefix, u.nick, tuple(u.channels), u.account))
     return added

@@ -53,6 +53,7 @@ from server.protocol import (
 from server.state import extban
 from server.state.logins import LoginThrottle, Policy
 from server.state.monitor import Monitors
+from server.state.shared import NO_NAMES, shared
 from server.state.store import dm_key
 
 Emit = Callable[[Iterable[int], Event], None]
@@ -71,8 +72,9 @@ class User:
     registered: bool = False
     account: str | None = None
     away: str | None = None
-    modes: set[str] = field(default_factory=set)
-    channels: set[str] = field(default_factory=set)
+    modes: frozenset[str] = NO_NAMES  # through shared()
+    # the channel keys; a user in none shares one empty frozenset (216 bytes fewer per user)
+    channels: set[str] | frozenset[str] = NO_NAMES
     signon: float = 0.0
     last_active: float = 0.0
     tls: bool = False
@@ -80,6 +82,18 @@ class User:
     @property
     def prefix(self) -> str:
         return f"{self.nick}!{self.user}@{self.host}"
+
+    def add_channel(self, key: str) -> None:
+        if isinstance(self.channels, set):
+            self.channels.add(key)
+        else:
+            self.channels = {*self.channels, key}
+
+    def drop_channel(self, key: str) -> None:
+        if isinstance(self.channels, set):
+            self.channels.discard(key)
+            if not self.channels:
+                self.channels = NO_NAMES
 
 
 @dataclass(slots=True)
@@ -157,7 +171,7 @@ class Registry:
 
     # -- connections -------------------------------------------------------
     def connect(self, sid: int, worker: int, ip: str, host: str, tls: bool = False) -> None:
-        self.users[sid] = User(sid, worker, ip, host, tls=tls)
+        self.users[sid] = User(sid, worker, ip, ip if host == ip else host, tls=tls)  # (one string, uncloaked)
 
     def claim_nick(self, sid: int, nick: str) -> tuple[str, str, bool]:
         """Claim or change ``sid``'s nick. Returns (old prefix, new nick, whether
@@ -254,10 +268,7 @@ class Registry:
         u = self.users[sid]
         if (mode in u.modes) == on:
             return
-        if on:
-            u.modes.add(mode)
-        else:
-            u.modes.discard(mode)
+        u.modes = shared(u.modes | {mode} if on else u.modes - {mode})
         if u.registered:
             step = 1 if on else -1
             if mode == "i":
@@ -344,7 +355,7 @@ class Registry:
         ch.invites.discard(u.fold)
         ch.members[sid] = modes
         ch.workers[u.worker] += 1
-        u.channels.add(key)
+        u.add_channel(key)
         self.emit(ch.workers, Joined(key, ch.name, sid, u.prefix, u.account or "*", u.realname, u.away))
         # draft/read-marker: after the JOIN, before the NAMES that follow the result
         self.emit((u.worker,), ReadMarker((sid,), ch.name, self._marker(u, key)))
@@ -834,7 +845,7 @@ class Registry:
         ch.workers[u.worker] -= 1
         if ch.workers[u.worker] <= 0:
             del ch.workers[u.worker]
-        u.channels.discard(ch.key)
+        u.drop_channel(ch.key)
         if not ch.members:
             del self.channels[ch.key]
 
