@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
 from server.process.threads import ClientThreads
 
@@ -84,3 +86,20 @@ def test_an_error_in_one_client_does_not_cost_the_thread() -> None:
     pool.run(lambda _: ok.set(), None)
     assert ok.wait(5)
     assert pool.started == 1 and pool.reused == 1
+
+
+def test_an_idle_thread_keeps_no_reference_to_the_client_it_served() -> None:
+    class Client:
+        pass
+
+    pool = ClientThreads(keep=30.0)
+    gone = []
+    for _ in range(2):  # a new thread's first client, then a reused thread's
+        c = Client()
+        ref = weakref.ref(c)
+        pool.run(lambda arg: None, c)
+        del c
+        _until(lambda: pool.idle_count() == 1)
+        gc.collect()
+        gone.append(ref() is None)
+    assert gone == [True, True]

@@ -179,11 +179,11 @@ class Session:
         self._rbuf = bytearray(RECV_SIZE)
         # flood control (token bucket)
         self.flood_exempt = worker.is_flood_exempt(ip)
-        self.tokens = float(self.config.flood_burst)
+        self.tokens: float = self.config.flood_burst  # (an int until the first line: a shared small int)
         self.tokens_at = now
         self.throttled_since: float | None = None
         # nick change rate (a token bucket too)
-        self.nick_tokens = float(self.config.nick_change_burst)
+        self.nick_tokens: float = self.config.nick_change_burst
         self.nick_tokens_at = now
         # owned by the subscriber thread: output gathered during one bus batch
         self.batchbuf: list[bytes] = []

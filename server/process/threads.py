@@ -56,19 +56,23 @@ class ClientThreads:
             slot.job = (fn, arg)
             slot.ready.release()
             return
-        _thread.start_new_thread(self._serve, ((fn, arg),))
+        slot = _Slot()
+        slot.job = (fn, arg)
+        # The thread's arguments stay referenced for its whole life: the slot, not
+        # the job, so that a finished client is not kept by an idle thread.
+        _thread.start_new_thread(self._serve, (slot,))
         with self.lock:
             self.started += 1
 
-    def _serve(self, job: tuple[Callable[[Any], None], Any]) -> None:
-        slot = _Slot()
+    def _serve(self, slot: _Slot) -> None:
         while True:
-            fn, arg = job
+            assert slot.job is not None
+            (fn, arg), slot.job = slot.job, None
             try:
                 fn(arg)
             except Exception:  # fn cleans up after itself; this only keeps the thread alive
                 log.exception("client thread: unhandled error")
-            del fn, arg, job  # the finished client must not stay referenced from here
+            del fn, arg  # the finished client must not stay referenced from here
             with self.lock:
                 self.idle[slot] = None
             if not slot.ready.acquire(timeout=max(self.keep, 0.0)):
@@ -78,8 +82,6 @@ class ClientThreads:
                         return  # still idle: nobody will hand this thread a client
                 # Taken at the last moment: the job is on its way.
                 slot.ready.acquire()
-            assert slot.job is not None
-            job, slot.job = slot.job, None
 
     def idle_count(self) -> int:
         with self.lock:
