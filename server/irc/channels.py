@@ -19,7 +19,7 @@ from server.protocol import (
 from server.protocol import (
     numerics as N,
 )
-from server.state.shared import shared
+from server.state.shared import toggled
 
 if TYPE_CHECKING:
     from server.irc.client import Client
@@ -182,7 +182,7 @@ def mode(s: Client, msg: Message) -> None:
             on = c == "+"
         elif c in "Biw" or (c == "o" and not on):
             if (c in s.modes) != on:
-                s.modes = shared(s.modes | {c} if on else s.modes - {c})
+                s.modes = toggled(s.modes, c, on)
                 s.notify("set_user_mode", s.sid, c, on)
                 changed.append(("+" if on else "-") + c)
         elif c != "o":  # +o only through OPER; silently ignored, as elsewhere

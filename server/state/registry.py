@@ -53,7 +53,7 @@ from server.protocol import (
 from server.state import extban
 from server.state.logins import LoginThrottle, Policy
 from server.state.monitor import Monitors
-from server.state.shared import NO_NAMES, shared
+from server.state.shared import NO_NAMES, toggled
 from server.state.store import dm_key
 
 Emit = Callable[[Iterable[int], Event], None]
@@ -268,7 +268,7 @@ class Registry:
         u = self.users[sid]
         if (mode in u.modes) == on:
             return
-        u.modes = shared(u.modes | {mode} if on else u.modes - {mode})
+        u.modes = toggled(u.modes, mode, on)
         if u.registered:
             step = 1 if on else -1
             if mode == "i":

@@ -22,4 +22,9 @@ def shared(names: frozenset[str]) -> frozenset[str]:
     return got
 
 
+def toggled(names: frozenset[str], name: str, on: bool) -> frozenset[str]:
+    """The shared set of ``names`` with ``name`` added (``on``) or removed."""
+    return shared(names | {name} if on else names - {name})
+
+
 NO_NAMES = shared(frozenset())
