@@ -19,3 +19,32 @@ def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold() -> No
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout.split()
     assert out == ["True", str(GC_YOUNG_THRESHOLD), "True"]
 
+
+
+ARENAS = """
+import ctypes, sys, threading
+from server.ops.resources import one_malloc_arena
+if sys.argv[1] == "one":
+    assert one_malloc_arena()
+def allocate():
+    keep.append(bytearray(4000))  # more than the small-object allocator serves: malloc
+keep = []
+threads = [threading.Thread(target=allocate) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+ctypes.CDLL(None).malloc_stats()  # "Arena N:" per arena, on stderr
+"""
+
+
+def arenas(mode: str) -> int:
+    err = subprocess.run([sys.executable, "-c", ARENAS, mode], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, check=True).stderr
+    return sum(1 for line in err.splitlines() if line.startswith("Arena "))
+
+
+def test_one_malloc_arena_keeps_every_thread_in_one_arena() -> None:
+    # Each new thread gets an arena of its own by default: the control shows the test can fail.
+    assert arenas("default") > 1
+    assert arenas("one") == 1

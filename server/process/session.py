@@ -30,6 +30,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from server.bus.records import Multiline, Request, Send
@@ -60,10 +61,19 @@ class ConnectionGone(Exception):
     """The session is closing; stop handling its input."""
 
 
-RECV_SIZE = 511  # bytes of the blocking recv(): one line, the usual read of an idle client
+RECV_SIZE = 511  # bytes of the first recv() of some input: one line, the usual read
 # (511: with its terminating NUL a bytearray of it is 512 bytes, the largest block
 # the interpreter's small-object allocator serves; one byte more goes to malloc.)
 MORE_SIZE = 4096  # bytes of the non-blocking recv() that follows a full one (a burst, tags)
+
+# A client thread waits for input by peeking at one byte, into this one byte that
+# every thread shares and nobody reads; only then does it take a receive buffer
+# from the pool. A buffer per client, held while it waits, was 568 bytes of
+# resident memory per connection; the pool holds about as many as threads read
+# at once. (recv() instead would hold a new RECV_SIZE bytes object while blocked.)
+_PEEK = bytearray(1)
+_BUFFERS: list[bytearray] = []
+_BUFFERS_KEPT = 64
 
 
 class Pending:
@@ -127,7 +137,7 @@ class Session:
     Slotted: a plain instance of a class with more than 30 attributes gets a
     dictionary of its own, 1.5 KiB of every connection's resident memory."""
 
-    __slots__ = ("_rbuf", "account", "away", "batchbuf", "cap_negotiating", "cap_version", "caps", "closing",
+    __slots__ = ("account", "away", "batchbuf", "cap_negotiating", "cap_version", "caps", "closing",
                  "config", "created", "decoder", "echo", "flood_exempt", "forgotten", "host", "ip", "last_active",
                  "modes", "monitoring", "multiline", "multiline_dropped", "nick", "nick_claimed", "nick_pending",
                  "nick_tokens", "nick_tokens_at", "order_lock", "out", "password", "peer_ip", "ping_sent", "port",
@@ -173,10 +183,6 @@ class Session:
         self.ping_sent: float | None = None
         self.closing: str | None = None
         self.forgotten = False  # the registry already dropped us (QUIT)
-        # One small receive buffer for the client's life: recv(n) would allocate n
-        # bytes per call and shrink them, which fragments the heap of a busy worker;
-        # and it is resident memory of every connection, idle ones included.
-        self._rbuf = bytearray(RECV_SIZE)
         # flood control (token bucket)
         self.flood_exempt = worker.is_flood_exempt(ip)
         self.tokens: float = self.config.flood_burst  # (an int until the first line: a shared small int)
@@ -502,14 +508,22 @@ class Session:
         return items
 
     def _recv(self) -> bytes:
-        buf = self._rbuf
-        n = self.sock.recv_into(buf)
+        sock = self.sock
+        if not sock.recv_into(_PEEK, 1, socket.MSG_PEEK):
+            return b""  # the end of the stream
+        try:
+            buf = _BUFFERS.pop()
+        except IndexError:
+            buf = bytearray(RECV_SIZE)
+        n = sock.recv_into(buf)  # at once: only this thread reads this socket
         data = bytes(buf[:n])
-        if n == RECV_SIZE and self.sock.gettimeout() is None:
+        if len(_BUFFERS) < _BUFFERS_KEPT:
+            _BUFFERS.append(buf)
+        if n == RECV_SIZE and sock.gettimeout() is None:
             # More may be waiting (a burst): take it now, without blocking. (Only
             # without a timeout: with one, Python would poll for the timeout first.)
             try:
-                data += self.sock.recv(MORE_SIZE, socket.MSG_DONTWAIT)
+                data += sock.recv(MORE_SIZE, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 pass
         return data
@@ -565,7 +579,7 @@ def handle_client(session: Session) -> None:
     worker = session.worker
     reason = "Connection closed"
     ws = session.out.ws
-    items: list[Message | RemoteProtocolError] = []
+    items: Sequence[Message | RemoteProtocolError] = ()  # (a tuple: an empty list is 56 bytes per client)
     item: Message | RemoteProtocolError | None = None
     data = b""
     try:
@@ -614,7 +628,7 @@ def handle_client(session: Session) -> None:
                 if session.is_closing():
                     break
             # nothing of the last input stays referenced while the thread waits for more
-            items, item, data = [], None, b""
+            items, item, data = (), None, b""
             if ws is not None and ws.done:  # a close frame, or a broken WebSocket
                 raise ConnectionGone(ws.reason)
             if session.nick_pending is not None and not session.is_closing():

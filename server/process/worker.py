@@ -1080,6 +1080,7 @@ def run_worker(index: int, config: Config, argv: list[str], bus_address: Any, au
         except OSError:
             pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    resources.one_malloc_arena()
     setup_logging(config, f"worker-{index}")
     try:
         worker = Worker(index, config, argv, bus_address, authkey, handoff, heartbeat, stats_sock)
