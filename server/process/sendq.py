@@ -53,7 +53,7 @@ class Output:
         self.sock = sock
         self.limit = limit
         self.lock = threading.Lock()
-        self.pending: list[bytes] = []
+        self.pending: list[bytes] | None = None  # (a list only while bytes wait: 56 bytes per client)
         self.pending_len = 0
         self.closed = False
         self.writer = writer
@@ -121,7 +121,7 @@ class Output:
         self.sent_bytes += n
         if n < len(data):
             rest = data[n:]
-            self.pending.append(rest)
+            self.pending = [rest]
             self.pending_len = len(rest)
             if self.pending_len > self.limit:
                 return True
@@ -210,12 +210,12 @@ class Output:
         except BlockingIOError:
             n = 0
         except OSError:
-            pending.clear()
+            self.pending = None
             self.pending_len = 0
             return False
         self.sent_bytes += n
         rest = data[n:]
-        self.pending = [rest, *pending[k:]] if rest else pending[k:]
+        self.pending = [rest, *pending[k:]] if rest else (pending[k:] or None)
         self.pending_len -= n
         return bool(self.pending)
 
@@ -223,7 +223,7 @@ class Output:
         """Stop output for good (the client is leaving)."""
         with self.lock:
             self.closed = True
-            self.pending.clear()
+            self.pending = None
             self.pending_len = 0
         self.writer.forget(self)
 

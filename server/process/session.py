@@ -192,7 +192,8 @@ class Session:
         self.nick_tokens: float = self.config.nick_change_burst
         self.nick_tokens_at = now
         # owned by the subscriber thread: output gathered during one bus batch
-        self.batchbuf: list[bytes] = []
+        # (None between batches: an empty list would be 56 bytes per client)
+        self.batchbuf: list[bytes] | None = None
         # accounts and labeled responses
         self.account: str | None = None
         self.protect_deadline: float | None = None
@@ -301,9 +302,8 @@ class Session:
                 lines = []
             out = self._release()
             if lines or out:
-                data = b"".join(self.batchbuf) + b"".join(lines) + out
-                self.batchbuf.clear()
-                self.out.write(data)
+                gathered, self.batchbuf = self.batchbuf, None
+                self.out.write((b"".join(gathered) if gathered else b"") + b"".join(lines) + out)
 
     def hold(self, u: Unit, line: bytes) -> bool:
         """Subscriber thread: an event line ``u``'s request caused for this

@@ -488,16 +488,17 @@ class Worker:
             if s is cause and cause_unit is not None and s.hold(cause_unit, data):
                 return
             buf = s.batchbuf
-            if not buf:
+            if buf is None:
+                buf = s.batchbuf = []
                 touched.append(s)
             buf.append(data)
 
         def flush() -> None:
             for s in touched:
-                if s.batchbuf:
-                    data = b"".join(s.batchbuf)
-                    s.batchbuf.clear()
-                    s.out.write(data)
+                buf = s.batchbuf
+                if buf is not None:  # (None: complete() wrote it already)
+                    s.batchbuf = None
+                    s.out.write(b"".join(buf))
             touched.clear()
 
         for item in batch:
@@ -515,7 +516,8 @@ class Worker:
                         if sid == sender or (tagmsg and s.tagmode != 2):
                             continue
                         buf = s.batchbuf
-                        if not buf:
+                        if buf is None:
+                            buf = s.batchbuf = []
                             touched.append(s)
                         buf.append(variants[s.tagmode] if s.tagmode < 3 else some_tags(s.caps, item.tags_full) + body)
                         count += 1
