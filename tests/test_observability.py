@@ -300,3 +300,19 @@ def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert f"cannot serve metrics on 127.0.0.1:{port}" in proc.stderr
+
+
+def test_fd_count_counts_another_process_files_like_a_listing() -> None:
+    import psutil
+
+    from server.ops.resources import fd_count
+    child = subprocess.Popen([sys.executable, "-c", "import os, sys; fds = [os.open(os.devnull, os.O_RDONLY)"
+                              " for _ in range(300)]; print('ready', flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        p = psutil.Process(child.pid)
+        assert fd_count(p) == p.num_fds() >= 300
+    finally:
+        child.kill()
+        child.wait()

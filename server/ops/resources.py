@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import resource
 from typing import Any
 
@@ -100,7 +101,7 @@ def process_usage(procs: dict[str, int]) -> dict[str, dict[str, Any]]:
                     "cpu": p.cpu_percent(None),
                     "rss": p.memory_info().rss,
                     "threads": p.num_threads(),
-                    "fds": p.num_fds(),
+                    "fds": fd_count(p),
                     "conns": 0,
                     "started": p.create_time(),
                 }
@@ -112,6 +113,17 @@ def process_usage(procs: dict[str, int]) -> dict[str, dict[str, Any]]:
 
 
 _CACHE: dict[int, psutil.Process] = {}
+
+
+def fd_count(p: psutil.Process) -> int:
+    """Open files of ``p``: the size Linux (6.2 on) gives ``/proc/PID/fd``, which
+    costs nothing; else psutil's listing of that directory, one entry per file
+    (a worker holding 12,500 clients: 12,500 entries a sample)."""
+    try:
+        n = os.stat(f"/proc/{p.pid}/fd").st_size
+    except OSError:
+        n = 0
+    return n if n > 0 else p.num_fds()
 
 
 def _cached(pid: int) -> psutil.Process:
