@@ -20,7 +20,6 @@ def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold() -> No
     assert out == ["True", str(GC_YOUNG_THRESHOLD), "True"]
 
 
-
 ARENAS = """
 import ctypes, sys, threading
 from server.ops.resources import one_malloc_arena

@@ -528,7 +528,7 @@ class Supervisor:
         """Thread: psutil figures and the bus's stats every ``metrics_interval``
         (off the loop, so a slow manager never holds it up), or less often when a
         sample is dear: reading ``/proc`` for a worker costs the kernel a walk over
-        its threads, and at 100,000 connections a sample a second took a fifth of a
+        its threads, and at 100,000 connections a sample a second took a quarter of a
         core. The sampler keeps to ``SAMPLER_SHARE`` of the CPU time it spends."""
         while not self.stopping:
             cost = time.thread_time()
