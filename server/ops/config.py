@@ -114,6 +114,7 @@ class Config:
     thread_keep: float = 10.0  # seconds a client thread whose client left waits to serve the next
     bus_batch: int = 2000
     bus_linger: float = 0.01  # seconds: at most one publish() and one fetch() per worker per this
+    gil_switch_interval: float = 0.05  # seconds: a worker's sys.setswitchinterval (0: Python's 5 ms)
     max_inbox: int = 100_000
     report_interval: float = 60.0
     # -- observability (docs/operations.md)

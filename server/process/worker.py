@@ -936,6 +936,7 @@ class Worker:
         """Prepare the threads, then accept handed-over sockets, a thread each."""
         threading.stack_size(self.config.thread_stack_kib * 1024)
         resources.tune_gc()
+        resources.set_switch_interval(self.config.gil_switch_interval)
         self.writer.start()
         for target in (self.publisher, self.subscriber, self.timer):
             threading.Thread(target=target, name=target.__name__, daemon=True).start()
@@ -1038,6 +1039,7 @@ class Worker:
             return
         self.config = new
         self.threads.keep = new.thread_keep
+        resources.set_switch_interval(new.gil_switch_interval)
         self._flood_exempt = new.networks("flood_exempt")
         self._ws_proxies = new.networks("websocket_proxies")
         setup_logging(new, f"worker-{self.index}")
