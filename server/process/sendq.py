@@ -2,11 +2,10 @@
 
 ``Output.write()`` is called by any thread (the subscriber delivering the bus,
 the client's own thread replying, the timer sending PING). It tries one
-non-blocking ``send`` (keeping the GIL: :mod:`server.process.nowait`); what
-does not fit waits in the client's SendQ and is left to the :class:`Writer`,
-which watches writability with ``selectors``. A client whose SendQ passes its
-limit is told ``ERROR :SendQ exceeded`` and cut off: a reader that stalls never
-delays anyone else.
+non-blocking ``send``; what does not fit waits in the client's SendQ and is
+left to the :class:`Writer`, which watches writability with ``selectors``. A
+client whose SendQ passes its limit is told ``ERROR :SendQ exceeded`` and cut
+off: a reader that stalls never delays anyone else.
 
 A TLS client's ``Output`` also owns its :class:`~server.ops.tls.TLSState`: plaintext
 is encrypted under the output lock (which serializes every use of the OpenSSL
@@ -30,14 +29,15 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from server.process import nowait
-
 if TYPE_CHECKING:
     from server.ops.tls import TLSState
     from server.process.websocket import WebSocketState
     from server.protocol import RemoteProtocolError
 
 log = logging.getLogger(__name__)
+
+_DONTWAIT = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+
 
 DRAIN_CHUNK = 256 * 1024
 
@@ -113,7 +113,9 @@ class Output:
             self.pending_len += len(data)
             return self.pending_len > self.limit
         try:
-            n = nowait.send(self.sock, data)
+            n = self.sock.send(data, _DONTWAIT)
+        except BlockingIOError:
+            n = 0
         except OSError:
             return False  # the client's thread sees the broken socket and cleans up
         self.sent_bytes += n
@@ -204,7 +206,9 @@ class Output:
             k += 1
         data = b"".join(pending[:k]) if k > 1 else pending[0]
         try:
-            n = nowait.send(self.sock, data)
+            n = self.sock.send(data, _DONTWAIT)
+        except BlockingIOError:
+            n = 0
         except OSError:
             self.pending = None
             self.pending_len = 0
@@ -248,7 +252,7 @@ class Output:
             if self.pending:
                 return  # a line is half sent: an ERROR now would land inside it
             try:
-                nowait.send(self.sock, data)
+                self.sock.send(data, _DONTWAIT)
             except OSError:
                 pass
 

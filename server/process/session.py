@@ -38,7 +38,6 @@ from server.irc import dispatch, flush_nick
 from server.irc.commands import batch_ref
 from server.irc.multiline import MultilineBatch
 from server.ops.tls import TLSState
-from server.process import nowait
 from server.process.sendq import Output
 from server.process.websocket import WebSocketState
 from server.protocol import (
@@ -62,16 +61,19 @@ class ConnectionGone(Exception):
     """The session is closing; stop handling its input."""
 
 
-RECV_SIZE = 4096  # bytes read at most at once
+RECV_SIZE = 511  # bytes of the first recv() of some input: one line, the usual read
+# (511: with its terminating NUL a bytearray of it is 512 bytes, the largest block
+# the interpreter's small-object allocator serves; one byte more goes to malloc.)
+MORE_SIZE = 4096  # bytes of the non-blocking recv() that follows a full one (a burst, tags)
 
 # A client thread waits for input by peeking at one byte, into this one byte that
-# every thread shares and nobody reads (a buffer per client, held while it waits,
-# was 568 bytes of resident memory per connection). Then it reads what is there
-# without blocking and without letting go of the GIL (server/process/nowait.py),
-# into one buffer every thread of the worker shares: nothing else runs Python
-# between the read and the copy out of it.
+# every thread shares and nobody reads; only then does it take a receive buffer
+# from the pool. A buffer per client, held while it waits, was 568 bytes of
+# resident memory per connection; the pool holds about as many as threads read
+# at once. (recv() instead would hold a new RECV_SIZE bytes object while blocked.)
 _PEEK = bytearray(1)
-_INPUT = nowait.Buffer(RECV_SIZE)
+_BUFFERS: list[bytearray] = []
+_BUFFERS_KEPT = 64
 
 
 class Pending:
@@ -507,12 +509,24 @@ class Session:
 
     def _recv(self) -> bytes:
         sock = self.sock
-        while True:
-            if not sock.recv_into(_PEEK, 1, socket.MSG_PEEK):
-                return b""  # the end of the stream
-            data = nowait.recv(sock, _INPUT)  # only this thread reads this socket: it is there
-            if data is not None:
-                return data
+        if not sock.recv_into(_PEEK, 1, socket.MSG_PEEK):
+            return b""  # the end of the stream
+        try:
+            buf = _BUFFERS.pop()
+        except IndexError:
+            buf = bytearray(RECV_SIZE)
+        n = sock.recv_into(buf)  # at once: only this thread reads this socket
+        data = bytes(buf[:n])
+        if len(_BUFFERS) < _BUFFERS_KEPT:
+            _BUFFERS.append(buf)
+        if n == RECV_SIZE and sock.gettimeout() is None:
+            # More may be waiting (a burst): take it now, without blocking. (Only
+            # without a timeout: with one, Python would poll for the timeout first.)
+            try:
+                data += sock.recv(MORE_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                pass
+        return data
 
     def receive(self) -> bytes:
         """The next input from the client (plaintext); ``b""`` at the end.
