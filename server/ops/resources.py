@@ -42,9 +42,8 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-def set_switch_interval(seconds: float) -> float:
-    """``sys.setswitchinterval(seconds)`` (Python's 5 ms if ``seconds`` <= 0); the
-    interval now in force.
+def set_switch_interval(seconds: float) -> None:
+    """``sys.setswitchinterval(seconds)`` (Python's 5 ms if ``seconds`` <= 0).
 
     A thread waiting for the GIL sleeps at most this long before it asks the
     holder to let go, and wakes up each time. A worker under load has hundreds
@@ -54,7 +53,6 @@ def set_switch_interval(seconds: float) -> float:
     rate. The interval only bounds how long a thread that never blocks keeps
     the GIL; every read, wait or blocking send hands it over at once."""
     sys.setswitchinterval(seconds if seconds > 0 else DEFAULT_SWITCH_INTERVAL)
-    return sys.getswitchinterval()
 
 
 def one_malloc_arena() -> bool:

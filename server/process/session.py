@@ -303,7 +303,7 @@ class Session:
             out = self._release()
             if lines or out:
                 gathered, self.batchbuf = self.batchbuf, None
-                self.out.write((b"".join(gathered) if gathered else b"") + b"".join(lines) + out)
+                self.out.write(b"".join(gathered or ()) + b"".join(lines) + out)
 
     def hold(self, u: Unit, line: bytes) -> bool:
         """Subscriber thread: an event line ``u``'s request caused for this
